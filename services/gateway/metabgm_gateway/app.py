@@ -1,0 +1,54 @@
+"""The gateway app: settings in, clients created in the lifespan, routers included."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from itsdangerous import URLSafeTimedSerializer
+from metabgm_shared import metrics
+from metabgm_shared.queues import make_celery
+from metabgm_shared.settings import Gateway, Secrets
+
+from .body import describe_errors
+from .deps import Links, Services
+from .ratelimit import Buckets
+from .relay import Relay
+from .routes import collect, mod, ops
+
+
+def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
+    secrets = secrets or Secrets(settings.data_dir, settings.environment)
+    secrets.values  # noqa: B018 - fail at start-up, not at the first request
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        client = aioredis.Redis.from_url(settings.redis_url)
+        relay = Relay(client)
+        await relay.start()
+        app.state.services = Services(
+            settings=settings,
+            secrets=secrets,
+            redis=client,
+            relay=relay,
+            celery=make_celery(settings.redis_url),
+            links=Links(URLSafeTimedSerializer(secrets.link_secret, salt="listen"), settings.link_ttl_s),
+            buckets=Buckets(settings.collector_rate_per_s, settings.collector_burst),
+        )
+        yield
+        await relay.stop()
+        await client.aclose()
+
+    app = FastAPI(title="MetaBGM gateway", lifespan=lifespan)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.rejected.labels("validation").inc()
+        return JSONResponse({"detail": describe_errors(exc.errors())}, status_code=422)
+
+    for router in (ops.router, collect.router, mod.router):
+        app.include_router(router)
+    return app

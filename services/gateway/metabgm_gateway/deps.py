@@ -1,0 +1,83 @@
+"""What handlers need, created once in the lifespan and injected with `Depends`."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import anyio
+import redis.asyncio as aioredis
+from celery import Celery
+from fastapi import Depends, Request
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from metabgm_shared import metrics
+from metabgm_shared.contracts import Event, Job, SceneWindow
+from metabgm_shared.queues import send
+from metabgm_shared.settings import Gateway, Secrets
+from metabgm_shared.state import channel, player_key
+
+from .ratelimit import Buckets
+from .relay import Relay
+
+
+class LinkError(Exception):
+    pass
+
+
+@dataclass
+class Links:
+    """Signed, expiring listen tokens bound to one player on one server."""
+
+    serializer: URLSafeTimedSerializer
+    ttl_s: int
+
+    def token(self, server_id: str, player_id: str) -> str:
+        return self.serializer.dumps({"s": server_id, "p": player_id})
+
+    def verify(self, token: str) -> tuple[str, str]:
+        try:
+            data = self.serializer.loads(token, max_age=self.ttl_s)
+        except SignatureExpired:
+            raise LinkError("link expired: ask the server for a new one") from None
+        except BadSignature:
+            raise LinkError("invalid link") from None
+        return data["s"], data["p"]
+
+
+@dataclass
+class Services:
+    settings: Gateway
+    secrets: Secrets
+    redis: aioredis.Redis
+    relay: Relay
+    celery: Celery
+    links: Links
+    buckets: Buckets
+    collectors_seen: dict[str, float] = field(default_factory=dict)
+
+    async def accept(self, window: SceneWindow, source: str, raw: dict | None = None) -> Job:
+        """Hand one valid window to the pipeline and to anyone listening for raw windows."""
+        started = time.perf_counter()
+        job = Job(window=window)
+        await anyio.to_thread.run_sync(send, self.celery, "ingest", job.model_dump(mode="json"))
+        event = Event(
+            type="window",
+            server_id=window.server_id,
+            player_id=window.player_id,
+            data={"window": raw if raw is not None else window.model_dump(mode="json"), "job_id": job.job_id},
+        )
+        await self.redis.publish(channel(player_key(window.server_id, window.player_id)), event.model_dump_json())
+        metrics.windows.labels(source).inc()
+        metrics.stage_latency.labels("gateway").observe(time.perf_counter() - started)
+        return job
+
+    def seen(self, collector: str) -> None:
+        self.collectors_seen[collector] = time.time()
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]

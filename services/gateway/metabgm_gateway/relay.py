@@ -1,0 +1,67 @@
+"""Fan-out of player events to the sockets this replica holds.
+
+Every replica subscribes, through one Redis pub/sub connection, to the channels of the players
+whose sockets it holds, and nothing else: an event reaches exactly the replica (and socket) of
+its own player, whichever replica or worker published it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from metabgm_shared.state import PREFIX
+
+log = logging.getLogger(__name__)
+
+
+class Relay:
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.pubsub = client.pubsub()
+        self.listeners: dict[str, set[asyncio.Queue]] = defaultdict(set)
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        await self.pubsub.subscribe(f"{PREFIX}:events:_")  # keeps the connection listening
+        self._task = asyncio.create_task(self._pump())
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.pubsub.aclose()
+
+    async def _pump(self) -> None:
+        while True:
+            try:
+                msg = await self.pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except Exception:
+                log.exception("relay: pub/sub read failed; retrying")
+                await asyncio.sleep(1)
+                continue
+            if msg is None:
+                continue
+            for queue in list(self.listeners.get(msg["channel"].decode(), ())):
+                if queue.qsize() < 256:  # a stalled socket loses old events, not the replica's memory
+                    queue.put_nowait(msg["data"].decode())
+
+    @contextlib.asynccontextmanager
+    async def listen(self, chan: str) -> AsyncIterator[asyncio.Queue]:
+        queue: asyncio.Queue = asyncio.Queue()
+        if not self.listeners[chan]:
+            await self.pubsub.subscribe(chan)
+        self.listeners[chan].add(queue)
+        try:
+            yield queue
+        finally:
+            self.listeners[chan].discard(queue)
+            if not self.listeners[chan]:
+                del self.listeners[chan]
+                with contextlib.suppress(Exception):
+                    await self.pubsub.unsubscribe(chan)

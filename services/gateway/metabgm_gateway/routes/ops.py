@@ -1,0 +1,51 @@
+"""Health and metrics."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse, Response
+from metabgm_shared import metrics
+from metabgm_shared.queues import STAGES
+from metabgm_shared.state import PREFIX
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..deps import ServicesDep
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz")
+async def healthz(svc: ServicesDep) -> JSONResponse:
+    try:
+        await svc.redis.ping()
+        live = await _live(svc)
+    except Exception as exc:
+        return JSONResponse({"ok": False, "redis": f"unreachable: {exc}"}, status_code=503)
+    required = [s for s in svc.settings.required_stages.split(",") if s]
+    missing = [s for s in required if s not in live]
+    body = {"ok": not missing, "redis": "ok", "stages": {s: s in live for s in required}}
+    return JSONResponse(body, status_code=503 if missing else 200)
+
+
+async def _live(svc: ServicesDep) -> set[str]:
+    return {key.decode().split(":")[2] async for key in svc.redis.scan_iter(f"{PREFIX}:hb:*", count=1000)}
+
+
+@router.get("/metrics")
+async def prometheus(svc: ServicesDep) -> Response:
+    # Gauges that describe shared state are read at scrape time, from Redis.
+    try:
+        for queue in STAGES:
+            metrics.queue_depth.labels(queue).set(await svc.redis.llen(queue))
+        metrics.inflight.set(await svc.redis.zcount(f"{PREFIX}:inflight", time.time() * 1000, "+inf"))
+        mods = [k async for k in svc.redis.scan_iter(f"{PREFIX}:mod:*", count=1000)]
+        metrics.mod_players.set(len(mods))
+    except Exception:
+        metrics.errors.labels("gateway", "redis").inc()
+    now = time.time()
+    for kind in ("mod", "collector"):
+        seen = [k for k, t in svc.collectors_seen.items() if k.startswith(kind) and now - t < 60]
+        metrics.collectors.labels(kind).set(len(seen))
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

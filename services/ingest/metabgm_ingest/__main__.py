@@ -1,0 +1,13 @@
+from metabgm_shared.settings import Ingest
+from metabgm_shared.worker import runtime, serve
+
+from .stage import IngestStage
+
+
+def main() -> None:
+    rt = runtime(Ingest())
+    serve(rt, "ingest", IngestStage(rt.settings, rt.players), concurrency=4)
+
+
+if __name__ == "__main__":
+    main()

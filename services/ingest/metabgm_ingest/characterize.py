@@ -1,0 +1,147 @@
+"""Data characterization, the MetaBGM paper's first step. Deterministic; the rules:
+
+1. Drop what matters only in the affirmative: every `Not ...` label (`Not On Fire`,
+   `Not Sneaking`, `Not Attacked`, `Not Cold`, ...), every zero share and every zero mob count.
+2. Cut precision: shares to whole percent, mob counts to one decimal.
+3. Reduce each distribution to its dominant label with its share; a second label is kept only
+   when its share is at least `SECOND_LABEL_MIN` percent (a biome border, a sunset turning to
+   night). A label at 100 % is written without its share.
+4. Classify the context mode, first match wins:
+   combat (attacked >= 20 % of the window, or >= 2 hostile mobs on average),
+   danger (health Dying/Die >= 30 %, on fire or in lava >= 20 %, or starving >= 50 %),
+   nether / end (by dimension), underwater (touching water >= 60 %),
+   cave (a cave biome), night (Night or Midnight dominant), travel (sprinting >= 50 %,
+   on a rail >= 30 %, or heading into another biome), otherwise exploration.
+5. Order the features by that mode's priorities (`PRIORITIES`) and keep at most `max_features`:
+   in combat attacked, attackers and health lead and weather is dropped; exploring, biome, time
+   and weather lead. A feature missing from the mode's list is dropped.
+6. Render `text`, a compact prompt-ready form: `mode: combat; attacked: 80%; attackers: zombie
+   2.0, skeleton 1.0; health: Dying 60%, Normal 40%`. Player-written text is never part of it:
+   it travels apart, in `texts`, marked untrusted.
+"""
+
+from __future__ import annotations
+
+from metabgm_shared.contracts import CharacterizedScene, Dimension, Feature, Mode, SceneWindow
+
+SECOND_LABEL_MIN = 30
+CAVE_BIOMES = {"Deep Dark", "Dripstone Caves", "Lush Caves"}
+
+PRIORITIES: dict[Mode, tuple[str, ...]] = {
+    Mode.combat: ("attacked", "attackers", "health", "hunger", "status", "biome", "time"),
+    Mode.danger: ("health", "status", "hunger", "attackers", "biome", "time"),
+    Mode.nether: ("biome", "attackers", "health", "status", "heading", "time"),
+    Mode.end: ("biome", "attackers", "health", "status", "heading"),
+    Mode.underwater: ("status", "health", "biome", "attackers", "time"),
+    Mode.cave: ("biome", "attackers", "health", "time", "status"),
+    Mode.night: ("time", "biome", "weather", "attackers", "health", "heading"),
+    Mode.travel: ("motion", "biome", "heading", "time", "weather"),
+    Mode.exploration: ("biome", "time", "weather", "heading", "temperature", "motion"),
+}
+
+
+def affirmative(dist: dict[str, float]) -> dict[str, int]:
+    """Rules 1 and 2 for a share distribution: no `Not ...`, no zeros, whole percent."""
+    out = {k: round(v) for k, v in dist.items() if not k.startswith("Not ") and round(v) > 0}
+    return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def reduce(dist: dict[str, float]) -> list[tuple[str, int]]:
+    """Rule 3: the dominant label, and the second when it is large."""
+    items = list(affirmative(dist).items())
+    return items[:1] + [kv for kv in items[1:2] if kv[1] >= SECOND_LABEL_MIN]
+
+
+def dominant(dist: dict[str, float]) -> str | None:
+    top = reduce(dist)
+    return top[0][0] if top else None
+
+
+def _render(items: list[tuple[str, int]]) -> str:
+    return ", ".join(label if share == 100 else f"{label} {share}%" for label, share in items)
+
+
+def _share(dist: dict[str, float], label: str) -> int:
+    return affirmative(dist).get(label, 0)
+
+
+def classify(w: SceneWindow, dimension: Dimension, biome: str | None) -> Mode:
+    """Rule 4."""
+    health = w.vitals.health
+    if w.events.attacked >= 20 or w.hostile_total >= 2.0:
+        return Mode.combat
+    if (
+        _share(health, "Dying") + _share(health, "Die") >= 30
+        or _share(w.status, "On Fire") >= 20
+        or _share(w.status, "In Lava") >= 20
+        or _share(w.vitals.hunger, "Starve") >= 50
+    ):
+        return Mode.danger
+    if dimension is Dimension.nether:
+        return Mode.nether
+    if dimension is Dimension.end:
+        return Mode.end
+    if _share(w.status, "Touching Water") >= 60:
+        return Mode.underwater
+    if biome in CAVE_BIOMES:
+        return Mode.cave
+    if dominant(w.time_of_day) in ("Night", "Midnight"):
+        return Mode.night
+    ahead = dominant(w.biome_ahead)
+    if _share(w.motion, "Sprinting") >= 50 or _share(w.motion, "On Rail") >= 30 or (ahead and ahead != biome):
+        return Mode.travel
+    return Mode.exploration
+
+
+def characterize(w: SceneWindow, max_features: int = 6) -> CharacterizedScene:
+    biome = dominant(w.biome)
+    dimension = w.dimension or Dimension.overworld
+    mode = classify(w, dimension, biome)
+    attackers = [(e.type, round(e.count, 1)) for e in w.entities if e.hostile and round(e.count, 1) > 0]
+    attackers.sort(key=lambda a: (-a[1], a[0]))
+    ahead = dominant(w.biome_ahead)
+
+    candidates: dict[str, str] = {}
+    if w.events.attacked:
+        candidates["attacked"] = f"{round(w.events.attacked)}%"
+    if attackers:
+        candidates["attackers"] = ", ".join(f"{name} {count}" for name, count in attackers[:3])
+    for name, dist in (
+        ("health", w.vitals.health),
+        ("hunger", w.vitals.hunger),
+        ("status", w.status),
+        ("biome", w.biome),
+        ("time", w.time_of_day),
+        ("weather", w.weather),
+        ("temperature", w.temperature),
+        ("motion", w.motion),
+    ):
+        items = reduce(dist)
+        if name in ("health", "hunger") and items == [("Full", 100)]:
+            continue  # a full bar only matters when it is not full
+        if name == "motion":
+            items = [kv for kv in items if kv[0] != "On Ground"]  # standing is the default
+        if items:
+            candidates[name] = _render(items)
+    if ahead and ahead != biome:
+        candidates["heading"] = ahead
+
+    order = PRIORITIES[mode]
+    features = [Feature(name=n, value=candidates[n]) for n in order if n in candidates][:max_features]
+    text = "; ".join([f"mode: {mode.value}"] + [f"{f.name}: {f.value}" for f in features])
+    return CharacterizedScene(
+        mode=mode,
+        dimension=dimension,
+        biome=biome,
+        biome_ahead=ahead,
+        time_of_day=dominant(w.time_of_day),
+        weather=dominant(w.weather),
+        health=dominant(w.vitals.health),
+        hunger=dominant(w.vitals.hunger),
+        hostiles=round(w.hostile_total, 1),
+        attackers=attackers,
+        attacked=round(w.events.attacked),
+        features=features,
+        text=text,
+        texts=w.texts,
+    )

@@ -1,0 +1,50 @@
+"""The ingest stage: characterize a window and decide whether the player's music must change."""
+
+from __future__ import annotations
+
+import time
+
+from metabgm_shared import metrics
+from metabgm_shared.contracts import Event, Job
+from metabgm_shared.settings import Ingest
+from metabgm_shared.state import Players
+
+from .change import ChangeState, decide
+from .characterize import characterize
+
+
+class IngestStage:
+    def __init__(self, settings: Ingest, players: Players) -> None:
+        self.settings = settings
+        self.players = players
+
+    def __call__(self, job: Job) -> Job | None:
+        pk = job.player_key
+        scene = characterize(job.window, self.settings.max_features)
+        # One window at a time per player: the detector's memory is read, then written.
+        with self.players.r.lock(f"metabgm:lock:ingest:{pk}", timeout=10, blocking_timeout=10):
+            raw = self.players.get(pk, "change")
+            state = ChangeState.model_validate(raw) if raw else ChangeState()
+            decision, state = decide(
+                state,
+                scene,
+                time.time(),
+                threshold=self.settings.change_threshold,
+                confirm_windows=self.settings.confirm_windows,
+                min_dwell_s=self.settings.min_dwell_s,
+            )
+            self.players.put(pk, "change", state.model_dump(mode="json"))
+        metrics.decisions.labels(str(decision.changed).lower()).inc()
+        w = job.window
+        self.players.publish(
+            Event(
+                type="scene",
+                server_id=w.server_id,
+                player_id=w.player_id,
+                data={"index": w.index, "scene": scene.model_dump(mode="json"),
+                      "decision": decision.model_dump(mode="json")},
+            )
+        )  # fmt: skip
+        if not decision.changed:
+            return None
+        return job.model_copy(update={"scene": scene, "decision": decision})

@@ -1,0 +1,271 @@
+"""The messages every MetaBGM service exchanges.
+
+One module, installed into every image, so no service keeps its own copy of a contract.
+The queue payload is `Job`: each stage fills in its own part and hands it on.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+import uuid
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+
+IDENT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+LABEL_RE = re.compile(r"^[A-Za-z0-9 _'\-.:()]{1,48}$")
+
+
+def _ident(value: str) -> str:
+    if not IDENT_RE.match(value):
+        raise ValueError("must be 1-64 characters of letters, digits, '_', '.', '-'")
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+Ident = Annotated[str, AfterValidator(_ident)]
+Share = Annotated[float, Field(ge=0, le=100), AfterValidator(_finite)]
+Count = Annotated[float, Field(ge=0, le=10_000), AfterValidator(_finite)]
+
+
+def _labels(dist: dict[str, float]) -> dict[str, float]:
+    for label in dist:
+        if not LABEL_RE.match(label):
+            raise ValueError(f"label {label[:60]!r} has characters outside letters, digits and spaces")
+    return dist
+
+
+# Label -> share of sampled ticks in the window, in percent (0-100).
+Distribution = Annotated[dict[str, Share], Field(max_length=128), AfterValidator(_labels)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=False)
+
+
+class Dimension(StrEnum):
+    overworld = "overworld"
+    nether = "nether"
+    end = "end"
+
+
+class Vitals(Strict):
+    """Categorical levels as the mod samples them, plus numbers where a collector has them."""
+
+    health: Distribution = {}
+    hunger: Distribution = {}
+    health_points: Annotated[float, Field(ge=0, le=1024), AfterValidator(_finite)] | None = None
+    max_health: Annotated[float, Field(gt=0, le=1024), AfterValidator(_finite)] | None = None
+    food: Annotated[float, Field(ge=0, le=20), AfterValidator(_finite)] | None = None
+    air: Annotated[float, Field(ge=0, le=100), AfterValidator(_finite)] | None = None
+    armor: Annotated[float, Field(ge=0, le=30), AfterValidator(_finite)] | None = None
+
+
+class Entity(Strict):
+    type: Annotated[str, Field(min_length=1, max_length=48, pattern=LABEL_RE.pattern)]
+    hostile: bool = True
+    count: Count = 1.0  # average number present per sampled tick
+    distance: Annotated[float, Field(ge=0, le=1000), AfterValidator(_finite)] | None = None
+
+
+class Events(Strict):
+    attacked: Share = 0.0  # share of the window during which the player was being hit
+    damage_taken: Annotated[float, Field(ge=0, le=10_000), AfterValidator(_finite)] | None = None
+    damage_sources: list[Annotated[str, Field(max_length=48, pattern=LABEL_RE.pattern)]] = Field(
+        default_factory=list, max_length=16
+    )
+    kills: int = Field(0, ge=0, le=10_000)
+    deaths: int = Field(0, ge=0, le=10_000)
+
+
+class PlayerText(Strict):
+    """Text a player wrote. Untrusted: it is data, never instructions, wherever it goes."""
+
+    kind: Literal["chat", "sign", "book", "name"]
+    text: str = Field(max_length=512)
+    untrusted: Literal[True] = True
+
+
+class SceneWindow(Strict):
+    """One player's state over one interval (the collector's window)."""
+
+    server_id: Ident
+    world_id: Ident = "world"
+    player_id: Ident
+    index: int = Field(0, ge=0, le=2**31)
+    start: float | None = None  # epoch seconds
+    end: float | None = None
+    dimension: Dimension | None = None
+    biome: Distribution = {}
+    biome_ahead: Distribution = {}  # where the player is heading
+    time_of_day: Distribution = {}
+    weather: Distribution = {}
+    temperature: Distribution = {}
+    vitals: Vitals = Field(default_factory=Vitals)
+    status: Distribution = {}  # On Fire, Touching Water, In Lava, Being Rained On and their "Not" twins
+    motion: Distribution = {}  # Sprinting, Sneaking, On Ground, On Rail and their "Not" twins
+    entities: list[Entity] = Field(default_factory=list, max_length=64)
+    hostile_total: Count = 0.0
+    events: Events = Field(default_factory=Events)
+    action: Annotated[str, Field(max_length=48, pattern=LABEL_RE.pattern)] | None = None
+    texts: list[PlayerText] = Field(default_factory=list, max_length=16)
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, end: float | None, info) -> float | None:
+        start = info.data.get("start")
+        if end is not None and start is not None and end < start:
+            raise ValueError("end is before start")
+        return end
+
+
+class Mode(StrEnum):
+    combat = "combat"
+    danger = "danger"
+    underwater = "underwater"
+    nether = "nether"
+    end = "end"
+    cave = "cave"
+    night = "night"
+    travel = "travel"
+    exploration = "exploration"
+
+
+class Feature(BaseModel):
+    name: str
+    value: str
+
+
+class CharacterizedScene(BaseModel):
+    """The paper's characterized data: what matters, ordered by the context mode, precision cut."""
+
+    mode: Mode
+    dimension: Dimension
+    biome: str | None = None
+    biome_ahead: str | None = None
+    time_of_day: str | None = None
+    weather: str | None = None
+    health: str | None = None
+    hunger: str | None = None
+    hostiles: float = 0.0
+    attackers: list[tuple[str, float]] = []
+    attacked: int = 0
+    features: list[Feature]  # ordered by the mode's priorities, truncated
+    text: str  # compact, prompt-ready form of `features`
+    texts: list[PlayerText] = []  # untrusted, kept apart from the features
+
+
+class Decision(BaseModel):
+    changed: bool
+    score: float
+    urgent: bool = False
+    reason: str
+
+
+class Transition(StrEnum):
+    keep = "continue"
+    crossfade = "crossfade"
+    cut = "cut"
+
+
+class Narrative(BaseModel):
+    text: str
+    template: str  # prompt template id, e.g. "narrator/v1"
+    model: str
+    source: Literal["llm", "fallback"]
+    latency_s: float = 0.0
+
+
+class Preferences(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    favour: list[Annotated[str, Field(max_length=32, pattern=r"^[a-z_ ]+$")]] = Field(
+        default_factory=list, max_length=12
+    )
+    avoid: list[Annotated[str, Field(max_length=32, pattern=r"^[a-z_ ]+$")]] = Field(
+        default_factory=list, max_length=12
+    )
+    intensity_cap: float = Field(1.0, ge=0.0, le=1.0)
+    volume: float = Field(0.8, ge=0.0, le=1.0)
+
+
+KEYS = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+
+class MusicMode(StrEnum):
+    major = "major"
+    minor = "minor"
+    dorian = "dorian"
+    phrygian = "phrygian"
+    lydian = "lydian"
+    mixolydian = "mixolydian"
+
+
+class MusicDescription(BaseModel):
+    caption: str = Field(min_length=1, max_length=400)
+    tempo_bpm: int = Field(ge=40, le=200)
+    key: Literal[KEYS]  # type: ignore[valid-type]
+    mode: MusicMode
+    instruments: list[str] = Field(min_length=1, max_length=6)
+    intensity: float = Field(ge=0.0, le=1.0)
+    transition: Transition = Transition.crossfade
+    template: str = ""
+    model: str = ""
+    source: Literal["llm", "prior", "mixed"] = "prior"
+    latency_s: float = 0.0
+
+
+class Clip(BaseModel):
+    """A rendered clip: where it is, how to loop it, and where it came from."""
+
+    key: str  # content key in the clip store
+    url: str  # path under the gateway, e.g. /clips/<key>.ogg
+    format: str = "ogg"
+    duration_s: float
+    bpm: int
+    beats_per_bar: int = 4
+    bars: int
+    loop_start_s: float = 0.0
+    loop_end_s: float
+    loudness_lufs: float
+    key_name: str
+    mode: str
+    stems: dict[str, str] = {}  # stem name -> url
+    provenance: dict = {}
+    cached: bool = False
+
+
+class Job(BaseModel):
+    """What travels on the queues. Final contract: later stages only fill in their part."""
+
+    job_id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    window: SceneWindow
+    received_at: float = Field(default_factory=time.time)
+    scene: CharacterizedScene | None = None
+    decision: Decision | None = None
+    narrative: Narrative | None = None
+    description: MusicDescription | None = None
+    clip: Clip | None = None
+    stages: dict[str, float] = {}  # stage -> seconds spent
+
+    @property
+    def player_key(self) -> str:
+        return f"{self.window.server_id}:{self.window.player_id}"
+
+
+class Event(BaseModel):
+    """Pushed to a player's channel; the gateway fans it out to the sockets it holds."""
+
+    type: Literal["window", "scene", "narrative", "now_playing", "preferences"]
+    server_id: str
+    player_id: str
+    at: float = Field(default_factory=time.time)
+    data: dict

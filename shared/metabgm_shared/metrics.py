@@ -1,0 +1,55 @@
+"""Every MetaBGM metric, defined once. Services observe these objects; none creates its own.
+
+Each process exports the default registry: the gateway on its `/metrics` route, each worker on
+its own port (`METABGM_METRICS_PORT`).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+STAGES = ("gateway", "ingest", "narrate", "describe", "synth")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
+E2E_BUCKETS = (0.25, 0.5, 1, 2, 4, 6, 8, 10, 15, 20, 30, 45, 60, 90, 120)
+
+stage_latency = Histogram(
+    "metabgm_stage_latency_seconds", "Time one stage spends on one job", ["stage"], buckets=LATENCY_BUCKETS
+)
+window_to_clip = Histogram(
+    "metabgm_window_to_clip_ready_seconds",
+    "From a window reaching the gateway to its clip being ready",
+    buckets=E2E_BUCKETS,
+)
+window_to_playing = Histogram(
+    "metabgm_window_to_playing_seconds",
+    "From a window reaching the gateway to its clip playing in the player's browser",
+    buckets=E2E_BUCKETS,
+)
+windows = Counter("metabgm_windows_total", "Windows accepted from collectors", ["source"])
+rejected = Counter("metabgm_rejected_total", "Requests or windows refused, by reason", ["reason"])
+unknown_labels = Counter("metabgm_unknown_labels_total", "Unknown labels in mod windows", ["field"])
+decisions = Counter("metabgm_scene_decisions_total", "Change decisions of the ingest stage", ["changed"])
+queue_depth = Gauge("metabgm_queue_depth", "Jobs waiting on a queue", ["queue"])
+inflight = Gauge("metabgm_inflight_players", "Players with a job in the pipeline")
+coalesced = Counter("metabgm_coalesced_total", "Pending scenes replaced by a newer one (latest wins)")
+stale_dropped = Counter("metabgm_stale_dropped_total", "Jobs dropped for being too old", ["stage"])
+errors = Counter("metabgm_errors_total", "Errors by stage and kind", ["stage", "kind"])
+active_sessions = Gauge("metabgm_active_sessions", "Listener pages connected", ["server"])
+collectors = Gauge("metabgm_connected_collectors", "Collectors seen in the last minute", ["kind"])
+mod_players = Gauge("metabgm_mod_players", "Players announced by the seed mod and not yet gone")
+cache_hits = Counter("metabgm_cache_hits_total", "Clip cache hits")
+cache_misses = Counter("metabgm_cache_misses_total", "Clip cache misses")
+cache_bytes = Gauge("metabgm_cache_bytes", "Bytes held by the clip store")
+llm_latency = Histogram(
+    "metabgm_llm_request_seconds", "LLM request latency", ["stage", "outcome"], buckets=LATENCY_BUCKETS
+)
+llm_tokens = Counter("metabgm_llm_tokens_total", "LLM tokens", ["stage", "kind"])
+llm_fallbacks = Counter("metabgm_llm_fallbacks_total", "Results produced without the LLM", ["stage"])
+breaker_open = Gauge("metabgm_llm_breaker_open", "1 while the circuit breaker is open", ["stage"])
+synth_rtf = Histogram(
+    "metabgm_synth_realtime_factor",
+    "Seconds of audio rendered per second of compute",
+    ["renderer"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500),
+)
+feedback = Counter("metabgm_feedback_total", "Like and skip presses", ["kind"])

@@ -1,0 +1,39 @@
+"""Queue topology and the Celery app: one queue per stage, routing defined here and only here.
+
+Delivery is at-least-once: a task is acknowledged after it ran (`acks_late`) and goes back on
+its queue if the worker dies under it (`reject_on_worker_lost`); each worker takes one task at
+a time from the broker (prefetch 1) so slow stages do not hoard work other replicas could do.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+STAGES = ("ingest", "narrate", "describe", "synth")
+TASKS = {stage: f"metabgm.{stage}" for stage in STAGES}
+NEXT = {"ingest": "narrate", "narrate": "describe", "describe": "synth"}
+
+
+def make_celery(redis_url: str, name: str = "metabgm") -> Celery:
+    app = Celery(name, broker=redis_url)
+    app.conf.update(
+        task_queues=[Queue(stage) for stage in STAGES],
+        task_routes={TASKS[stage]: {"queue": stage} for stage in STAGES},
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        broker_connection_retry_on_startup=True,
+        # A task unacked this long is redelivered; longer than any stage may take.
+        broker_transport_options={"visibility_timeout": 900},
+        worker_send_task_events=False,
+    )
+    return app
+
+
+def send(app: Celery, stage: str, payload: dict) -> None:
+    app.send_task(TASKS[stage], args=[payload])

@@ -1,0 +1,144 @@
+"""Typed settings, one class per service on a common base. Environment variables are
+`METABGM_<FIELD>`; values with no default are required and a missing one stops the service at
+start-up with a message naming it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+INSECURE = {"", "changeme", "change-me", "secret"}
+
+
+class Common(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="METABGM_", extra="ignore")
+
+    environment: Literal["local", "production"] = "local"
+    redis_url: str = Field(description="redis://host:port/db of the broker and player state")
+    data_dir: Path = Path(".metabgm")
+    metrics_port: int = Field(0, ge=0, le=65535, description="worker /metrics port; 0 = none")
+    stale_after_s: float = Field(60.0, gt=0, description="work older than this is dropped")
+    inflight_lease_s: float = Field(300.0, gt=0, description="a lost job frees its player after this")
+    heartbeat_s: float = Field(5.0, gt=0)
+
+
+class Ingest(Common):
+    max_features: int = Field(6, ge=1, le=12)
+    change_threshold: float = Field(0.5, ge=0, le=1)
+    confirm_windows: int = Field(2, ge=1, le=10)
+    min_dwell_s: float = Field(20.0, ge=0)
+
+
+class LLM(Common):
+    llm_base_url: str = Field(description="OpenAI-compatible endpoint, e.g. http://vllm:8000/v1")
+    llm_api_key: SecretStr = SecretStr("none")
+    llm_timeout_s: float = Field(30.0, gt=0)
+    llm_retries: int = Field(2, ge=0, le=10)
+    llm_breaker_failures: int = Field(3, ge=1, description="consecutive failures that open the breaker")
+    llm_breaker_reset_s: float = Field(15.0, gt=0)
+    llm_temperature: float = Field(0.7, ge=0, le=2)
+    llm_top_p: float = Field(0.9, gt=0, le=1)
+    llm_concurrency: int = Field(16, ge=1, description="requests one worker keeps in flight")
+
+
+class Narrator(LLM):
+    narrator_model: str = "narrator"
+    narrator_max_tokens: int = Field(96, ge=16, le=1024)
+    narrator_template: str = "narrator/v1"
+
+
+class Describer(LLM):
+    describer_model: str = "describer"
+    describer_max_tokens: int = Field(160, ge=32, le=1024)
+    describer_template: str = "describer/v1"
+    direct_template: str = "direct/v1"
+    # How far the LLM may move the musical prior; a fine-tuned adapter earns a wider margin.
+    prior_tempo_margin_bpm: int = Field(12, ge=0, le=160)
+    prior_intensity_margin: float = Field(0.15, ge=0, le=1)
+
+
+class Synth(Common):
+    renderer: Literal["cpu", "musicgen"] = "cpu"
+    clip_dir: Path | None = None  # default: <data_dir>/clips
+    cache_max_bytes: int = Field(2 * 1024**3, ge=1024**2)
+    clip_bars: int = Field(8, ge=1, le=64)
+    target_lufs: float = Field(-16.0, ge=-40, le=-6)
+    soundfont: Path | None = None  # default: TimGM6mb.sf2 inside pretty_midi
+    stems: bool = True
+    musicgen_model: str = "facebook/musicgen-small"
+    musicgen_max_s: float = Field(15.0, gt=0, le=60)
+    musicgen_batch: int = Field(8, ge=1, le=64)
+    musicgen_dtype: Literal["float16", "bfloat16", "float32"] = "float16"
+    musicgen_device: str = "cuda"
+
+    @property
+    def clips(self) -> Path:
+        return self.clip_dir or self.data_dir / "clips"
+
+
+class Gateway(Common):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    public_url: str = ""  # how players reach us; default http://host:port
+    max_body_bytes: int = Field(256 * 1024, ge=1024)
+    max_windows_per_request: int = Field(500, ge=1)
+    collector_rate_per_s: float = Field(50.0, gt=0, description="requests per second per collector")
+    collector_burst: int = Field(100, ge=1)
+    mod_server_id: str = "default"  # the server anonymous mod traffic is bound to
+    mod_open: bool = False  # accept the mod on the bare /api/input paths, without the secret prefix
+    mod_idle_s: float = Field(60.0, gt=0)
+    link_ttl_s: int = Field(12 * 3600, ge=60)
+    required_stages: str = "ingest,narrate,describe,synth"
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+
+class Secrets:
+    """The instance's secrets, from the environment or `<data_dir>/secrets.json` (made on first use)."""
+
+    def __init__(self, data_dir: Path, environment: str = "local") -> None:
+        self.path = data_dir / "secrets.json"
+        self.environment = environment
+
+    @cached_property
+    def values(self) -> dict[str, str]:
+        from os import environ
+
+        stored: dict[str, str] = {}
+        if self.path.exists():
+            stored = json.loads(self.path.read_text())
+        names = ("collector_token", "mod_key", "link_secret")
+        missing = [n for n in names if not environ.get(f"METABGM_{n.upper()}") and not stored.get(n)]
+        if missing and self.environment == "production":
+            raise RuntimeError(f"missing secrets in production: {', '.join(missing)}")
+        if missing:
+            stored.update({n: secrets.token_urlsafe(24) for n in missing})
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(stored, indent=2))
+            self.path.chmod(0o600)
+        values = {n: environ.get(f"METABGM_{n.upper()}") or stored[n] for n in names}
+        weak = [n for n, v in values.items() if v.lower() in INSECURE or len(v) < 16]
+        if weak:
+            raise RuntimeError(f"secrets too weak (need 16+ random characters): {', '.join(weak)}")
+        return values
+
+    @property
+    def collector_token(self) -> str:
+        return self.values["collector_token"]
+
+    @property
+    def mod_key(self) -> str:
+        return self.values["mod_key"]
+
+    @property
+    def link_secret(self) -> str:
+        return self.values["link_secret"]

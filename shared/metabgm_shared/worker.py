@@ -1,0 +1,128 @@
+"""What every stage worker shares: its Celery task wrapper, latest-wins hand-off between
+stages, staleness, error containment, heartbeats and the metrics endpoint.
+
+A stage is a function `Job -> Job | None`. The wrapper guarantees that whatever the function
+does (returns, raises, or the job is stale) the player's turn is handed on, so no player is ever
+left waiting on a job that will not finish, and no bad job takes the worker down.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import redis
+from celery import Celery
+from prometheus_client import start_http_server
+
+from . import metrics
+from .contracts import Job
+from .queues import NEXT, TASKS, make_celery, send
+from .settings import Common
+from .state import Heartbeat, Players
+
+log = logging.getLogger(__name__)
+
+Stage = Callable[[Job], Job | None]
+
+
+@dataclass
+class Pipeline:
+    """Admission to and hand-off along the narrate -> describe -> synth chain."""
+
+    app: Celery
+    players: Players
+    stale_after_s: float
+
+    def is_stale(self, job: Job) -> bool:
+        return time.time() - job.received_at > self.stale_after_s
+
+    def dispatch(self, job: Job) -> str:
+        admission = self.players.admit(job)
+        if admission == "run":
+            send(self.app, "narrate", job.model_dump(mode="json"))
+        elif admission == "coalesced":
+            metrics.coalesced.inc()
+        return admission
+
+    def finish(self, job: Job) -> None:
+        """The job's turn is over: start the newest parked scene, dropping stale ones."""
+        nxt = self.players.release(job)
+        while nxt is not None and self.is_stale(nxt):
+            metrics.stale_dropped.labels("pending").inc()
+            nxt = self.players.release(nxt)
+        if nxt is not None:
+            send(self.app, "narrate", nxt.model_dump(mode="json"))
+
+
+def run_stage(pipeline: Pipeline, stage: str, fn: Stage, payload: dict) -> None:
+    try:
+        job = Job.model_validate(payload)
+    except Exception:  # a malformed payload cannot be retried into shape
+        metrics.errors.labels(stage, "bad_payload").inc()
+        log.exception("%s: dropped a malformed payload", stage)
+        return
+    if stage != "ingest" and pipeline.is_stale(job):
+        metrics.stale_dropped.labels(stage).inc()
+        pipeline.finish(job)
+        return
+    started = time.perf_counter()
+    try:
+        out = fn(job)
+    except Exception as exc:
+        metrics.errors.labels(stage, type(exc).__name__).inc()
+        log.exception("%s failed for %s", stage, job.player_key)
+        if stage != "ingest":
+            pipeline.finish(job)
+        return
+    spent = time.perf_counter() - started
+    metrics.stage_latency.labels(stage).observe(spent)
+    if out is None:
+        if stage != "ingest":
+            pipeline.finish(job)
+        return
+    out.stages[stage] = round(spent, 4)
+    if stage == "ingest":
+        pipeline.dispatch(out)
+    elif stage in NEXT:
+        send(pipeline.app, NEXT[stage], out.model_dump(mode="json"))
+    else:
+        pipeline.finish(out)
+
+
+@dataclass
+class Runtime:
+    settings: Common
+    redis: redis.Redis
+    players: Players
+    app: Celery
+    pipeline: Pipeline
+
+
+def runtime(settings: Common) -> Runtime:
+    client = redis.Redis.from_url(settings.redis_url)
+    players = Players(client, settings.inflight_lease_s)
+    app = make_celery(settings.redis_url)
+    return Runtime(settings, client, players, app, Pipeline(app, players, settings.stale_after_s))
+
+
+def serve(rt: Runtime, stage: str, fn: Stage, *, pool: str = "threads", concurrency: int = 4) -> None:
+    """Register the stage's task and run the worker in this process until it is stopped."""
+
+    @rt.app.task(name=TASKS[stage], bind=False)
+    def task(payload: dict) -> None:
+        run_stage(rt.pipeline, stage, fn, payload)
+
+    if rt.settings.metrics_port:
+        start_http_server(rt.settings.metrics_port)
+    heartbeat = Heartbeat(rt.redis, stage, rt.settings.heartbeat_s)
+    heartbeat.start()
+    try:
+        rt.app.worker_main(
+            ["worker", "-Q", stage, "-P", pool, "-c", str(concurrency), "-n", f"{stage}@%h", "-l", "INFO",
+             "--without-gossip", "--without-mingle", "--without-heartbeat"]
+        )  # fmt: skip
+    finally:
+        heartbeat.stop()
