@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from .instruments import NAMES
+
 IDENT_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 LABEL_RE = re.compile(r"^[A-Za-z0-9 _'\-.:()]{1,48}$")
 
@@ -214,7 +216,7 @@ class MusicDescription(BaseModel):
     tempo_bpm: int = Field(ge=40, le=200)
     key: Literal[KEYS]  # type: ignore[valid-type]
     mode: MusicMode
-    instruments: list[str] = Field(min_length=1, max_length=6)
+    instruments: list[Literal[NAMES]] = Field(min_length=1, max_length=6)  # type: ignore[valid-type]
     intensity: float = Field(ge=0.0, le=1.0)
     transition: Transition = Transition.crossfade
     template: str = ""

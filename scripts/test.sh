@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: sets up everything on a fresh machine, then runs lint and the suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# System packages the suite drives for real: a browser for the player page, promtool for the
+# dashboards' PromQL.
+need=()
+command -v chromium >/dev/null || need+=(chromium)
+command -v promtool >/dev/null || need+=(prometheus)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+scripts/setup.sh gpu,eval,dev 2> >(grep -v "is ignored: it is neither" >&2)
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+exec .venv/bin/python -m pytest "$@"
