@@ -17,6 +17,13 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a valid JSON number")
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is out of range for a number")
+    return value
+
+
 async def read_json(request: Request, max_bytes: int) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > max_bytes):
@@ -29,7 +36,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     if not body:
         raise BadInput(400, "empty body: expected JSON")
     try:
-        return json.loads(body, parse_constant=_no_constants)
+        return json.loads(body.decode("utf-8"), parse_constant=_no_constants, parse_float=_finite)
     except RecursionError:
         raise BadInput(400, "JSON nested too deeply") from None
     except UnicodeDecodeError:

@@ -60,5 +60,5 @@ async def post_windows(request: Request, svc: ServicesDep, who: CollectorDep) ->
     if rejected:
         metrics.rejected.labels("window").inc(len(rejected))
     if not accepted:
-        raise BadInput(422, f"no valid window: {rejected[0]['error']}")
+        raise BadInput(422, f"no valid window; window {rejected[0]['index']}: {rejected[0]['error']}")
     return {"accepted": accepted, "rejected": rejected}
