@@ -85,12 +85,15 @@ def test_malformed_windows_are_refused_with_a_message(sample_window, mutate, mes
         convert(data)
 
 
-@pytest.mark.parametrize("data", [None, [], "window", 3, {"Biome": None}])
-def test_never_crashes_on_odd_shapes(data):
-    try:
+@pytest.mark.parametrize("data", [None, [], "window", 3, {"Biome": {"Plains": {"x": 1}}}])
+def test_odd_shapes_are_refused_with_a_message(data):
+    with pytest.raises(ModWindowError):
         convert(data)
-    except ModWindowError:
-        pass
+
+
+def test_missing_and_null_keys_mean_nothing_sampled():
+    w = convert({"Biome": None, "Index": 1})
+    assert w.biome == {} and w.entities == []
 
 
 def test_recorded_session_converts(session_windows):
