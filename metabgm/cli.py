@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-from metabgm_shared.settings import Secrets
+from metabgm_shared.contracts import IDENT_RE
+from metabgm_shared.settings import Gateway, Secrets
 
 from .local import Stack, instance
 
@@ -51,6 +53,22 @@ def cmd_mod_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_link(args: argparse.Namespace) -> int:
+    from metabgm_gateway.deps import Links
+
+    data_dir = args.data_dir.resolve()
+    defaults = Gateway.model_fields
+    server = args.server or os.environ.get("METABGM_MOD_SERVER_ID") or defaults["mod_server_id"].default
+    bad = [x for x in (args.player, server) if not IDENT_RE.match(x)]
+    if bad:
+        print(f"error: {bad[0]!r} is not 1-64 letters, digits, '_', '.', '-'", file=sys.stderr)
+        return 2
+    # The token carries its own timestamp; the gateway applies the TTL when it checks it.
+    links = Links.from_secret(Secrets(data_dir).link_secret, defaults["link_ttl_s"].default)
+    print(links.url(_base_url(data_dir), server, args.player))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metabgm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -65,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--host", default="127.0.0.1")
     command("mod-url", cmd_mod_url, "print the URL to put into the seed mod's URL setting")
+    link = command("link", cmd_link, "print a listen link for one player")
+    link.add_argument("player")
+    link.add_argument("--server", help="server id (default: the mod's server, METABGM_MOD_SERVER_ID)")
 
     args = parser.parse_args(argv)
     return args.fn(args)

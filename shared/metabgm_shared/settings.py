@@ -96,6 +96,11 @@ class Gateway(Common):
     mod_idle_s: float = Field(60.0, gt=0)
     link_ttl_s: int = Field(12 * 3600, ge=60)
     required_stages: str = "ingest,narrate,describe,synth"
+    clip_dir: Path | None = None  # default: <data_dir>/clips, as the synth stage writes them
+
+    @property
+    def clips(self) -> Path:
+        return self.clip_dir or self.data_dir / "clips"
 
     @property
     def base_url(self) -> str:

@@ -8,7 +8,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from itsdangerous import URLSafeTimedSerializer
+from fastapi.staticfiles import StaticFiles
 from metabgm_shared import metrics
 from metabgm_shared.queues import make_celery
 from metabgm_shared.settings import Gateway, Secrets
@@ -17,7 +17,7 @@ from .body import describe_errors
 from .deps import Links, Services
 from .ratelimit import Buckets
 from .relay import Relay
-from .routes import collect, mod, ops
+from .routes import collect, listen, mod, ops
 
 
 def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
@@ -35,7 +35,7 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
             redis=client,
             relay=relay,
             celery=make_celery(settings.redis_url),
-            links=Links(URLSafeTimedSerializer(secrets.link_secret, salt="listen"), settings.link_ttl_s),
+            links=Links.from_secret(secrets.link_secret, settings.link_ttl_s),
             buckets=Buckets(settings.collector_rate_per_s, settings.collector_burst),
         )
         yield
@@ -49,6 +49,7 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
         metrics.rejected.labels("validation").inc()
         return JSONResponse({"detail": describe_errors(exc.errors())}, status_code=422)
 
-    for router in (ops.router, collect.router, mod.router):
+    for router in (ops.router, collect.router, mod.router, listen.router):
         app.include_router(router)
+    app.mount("/static", StaticFiles(directory=listen.STATIC), name="static")
     return app

@@ -32,8 +32,15 @@ class Links:
     serializer: URLSafeTimedSerializer
     ttl_s: int
 
+    @classmethod
+    def from_secret(cls, secret: str, ttl_s: int) -> Links:
+        return cls(URLSafeTimedSerializer(secret, salt="listen"), ttl_s)
+
     def token(self, server_id: str, player_id: str) -> str:
         return self.serializer.dumps({"s": server_id, "p": player_id})
+
+    def url(self, base_url: str, server_id: str, player_id: str) -> str:
+        return f"{base_url.rstrip('/')}/listen/{self.token(server_id, player_id)}"
 
     def verify(self, token: str) -> tuple[str, str]:
         try:

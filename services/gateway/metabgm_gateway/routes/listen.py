@@ -1,0 +1,266 @@
+"""The player's side: listen links, the browser player, its live events, clips and feedback.
+
+Rules:
+- A listen token (deps.Links) names one player on one server. Every route under
+  `/listen/{token}` acts for that player only; its socket subscribes to that player's channel
+  and nothing else, so one player's events never reach another player's page.
+- Clips are content-keyed files in the clip dir: names are checked against `CLIP_NAME` before
+  the disk is touched, and any valid token may fetch them (they hold no player data).
+- Listener input is untrusted: size-capped strict JSON, validated, 4xx with a message.
+- `window_to_playing` is observed once per job, across replicas (a Redis SET NX), and only for
+  plausible delays, because the page reports it and a page can lie or retry.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from html import escape
+from pathlib import Path
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Request, WebSocket
+from fastapi.responses import FileResponse, HTMLResponse
+from metabgm_shared import metrics
+from metabgm_shared.contracts import IDENT_RE, Event, Ident, Preferences
+from metabgm_shared.instruments import NAMES
+from metabgm_shared.state import PREFIX, channel, player_key
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from ..body import BadInput, describe_errors, read_json
+from ..deps import LinkError, Services, ServicesDep
+from ..sockets import forward
+from .collect import CollectorDep
+
+router = APIRouter(tags=["listeners"])
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+CLIP_NAME = re.compile(r"^[0-9a-f]{8,64}(\.[a-z]+)?\.(ogg|json)$")
+CLIP_URL = re.compile(r"^/clips/([0-9a-f]{8,64}(\.[a-z]+)?\.(ogg|json))$")
+# Styles a listener may favour or avoid besides instruments; the describer reads them as words.
+GENRES = ("ambient", "orchestral", "cinematic", "electronic", "chiptune", "folk", "jazz", "rock", "lofi", "choral")
+SMALL_BODY = 4096
+PLAUSIBLE_S = 600.0
+# Names are content keys: a name never changes its bytes. `private` because a token gates them.
+IMMUTABLE = "private, max-age=31536000, immutable"
+
+
+def _player(svc: Services, token: str) -> tuple[str, str]:
+    try:
+        return svc.links.verify(token)
+    except LinkError as exc:
+        metrics.rejected.labels("link").inc()
+        raise BadInput(403, str(exc)) from None
+
+
+def _validate(model: type[BaseModel], body) -> BaseModel:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise BadInput(422, describe_errors(exc.errors())) from None
+
+
+def _limit(svc: Services, pk: str) -> None:
+    if not svc.buckets.allow(f"listen:{pk}"):
+        metrics.rejected.labels("rate").inc()
+        raise BadInput(429, "too many requests: slow down", headers={"Retry-After": "1"})
+
+
+# -- links ------------------------------------------------------------------------------------
+class LinkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    server_id: Ident
+    player_id: Ident
+
+
+@router.post("/v1/links", tags=["collectors"])
+async def make_link(request: Request, svc: ServicesDep, who: CollectorDep) -> dict:
+    body = _validate(LinkRequest, await read_json(request, SMALL_BODY))
+    url = svc.links.url(svc.settings.base_url, body.server_id, body.player_id)
+    return {"url": url, "expires_in_s": svc.settings.link_ttl_s}
+
+
+# -- the page ---------------------------------------------------------------------------------
+PAGE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",  # the token is in the path
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self' blob:",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@router.get("/listen/{token}", response_class=HTMLResponse)
+async def page(token: str, svc: ServicesDep) -> HTMLResponse:
+    try:
+        _player(svc, token)
+    except BadInput as exc:
+        html = f"<!doctype html><title>MetaBGM</title><p>{escape(str(exc.detail))}</p>"
+        return HTMLResponse(html, status_code=exc.status_code, headers=PAGE_HEADERS)
+    return HTMLResponse((STATIC / "index.html").read_text(), headers=PAGE_HEADERS)
+
+
+def render(event: dict) -> dict | None:
+    """What the page gets from a player event: the fields it plays and shows, nothing else.
+    Malformed events (a worker's bug) are dropped here rather than break the socket."""
+    try:
+        kind, data = event["type"], event["data"]
+        if kind == "now_playing":
+            return _now_playing(data)
+        if kind == "narrative" and isinstance(data.get("text"), str):
+            return {"type": "narrative", "text": data["text"]}
+        if kind == "preferences":
+            return {"type": "preferences", "preferences": Preferences.model_validate(data).model_dump()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        metrics.errors.labels("gateway", "bad_event").inc()
+    return None
+
+
+def _now_playing(data: dict) -> dict | None:
+    clip = data["clip"]
+    if not CLIP_URL.match(clip["url"]) or not all(CLIP_URL.match(u) for u in clip.get("stems", {}).values()):
+        raise ValueError("clip URL outside /clips/")
+    desc = data.get("description") or {}
+    bpm, beats = float(clip["bpm"]), int(clip.get("beats_per_bar", 4))
+    if not (20 <= bpm <= 300 and 1 <= beats <= 16):
+        raise ValueError("implausible tempo")
+    return {
+        "type": "now_playing",
+        "job_id": str(data["job_id"]),
+        "received_at": float(data["received_at"]),
+        "transition": data.get("transition") or desc.get("transition") or "crossfade",
+        "narrative": data.get("narrative") if isinstance(data.get("narrative"), str) else None,
+        "clip": {
+            "url": clip["url"],
+            "stems": {k: v for k, v in clip.get("stems", {}).items() if k in ("pads", "melody", "rhythm")},
+            "duration_s": float(clip["duration_s"]),
+            "bpm": bpm,
+            "beats_per_bar": beats,
+            "bars": int(clip.get("bars", 0)),
+            "loop_start_s": float(clip.get("loop_start_s", 0.0)),
+            "loop_end_s": float(clip.get("loop_end_s") or clip["duration_s"]),
+        },
+        "description": {
+            k: desc.get(k) for k in ("caption", "tempo_bpm", "key", "mode", "instruments", "intensity", "transition")
+        },
+    }
+
+
+@router.websocket("/listen/{token}/events")
+async def events(websocket: WebSocket, token: str) -> None:
+    svc: Services = websocket.app.state.services
+    try:
+        server_id, player_id = _player(svc, token)
+    except BadInput as exc:
+        await websocket.close(code=4000 + exc.status_code, reason=str(exc.detail))
+        return
+    await websocket.accept()
+    pk = player_key(server_id, player_id)
+    sessions = metrics.active_sessions.labels(server_id)
+    sessions.inc()
+    try:
+        # Subscribe before reading the stored clip, so nothing published in between is lost;
+        # the page ignores a now_playing it already has.
+        async with svc.relay.listen(channel(pk)) as queue:
+            raw = await svc.redis.hget(f"{PREFIX}:player:{pk}", "now_playing")
+            current = render(json.loads(raw)) if raw else None
+            await websocket.send_json({"type": "hello", "player_id": player_id, "server_id": server_id})
+            if current is not None:
+                await websocket.send_json({**current, "resumed": True})
+            await forward(websocket, queue, render)
+    finally:
+        sessions.dec()
+
+
+# -- clips ------------------------------------------------------------------------------------
+@router.get("/clips/{name}")
+async def clip(name: str, svc: ServicesDep, t: str | None = None) -> FileResponse:
+    if not t:
+        raise BadInput(401, "missing listen token: add ?t=<token>")
+    _player(svc, t)
+    if not CLIP_NAME.match(name):
+        raise BadInput(404, "no such clip")
+    path = svc.settings.clips / name
+    if not path.is_file():
+        raise BadInput(404, "no such clip")
+    media = "audio/ogg" if name.endswith(".ogg") else "application/json"
+    return FileResponse(path, media_type=media, headers={"Cache-Control": IMMUTABLE})
+
+
+# -- what the listener sends back -------------------------------------------------------------
+def _known(names: list[str]) -> list[str]:
+    unknown = [n for n in names if n not in NAMES and n not in GENRES]
+    if unknown:
+        raise ValueError(f"unknown instrument or genre {unknown[0]!r}; known: {', '.join(NAMES + GENRES)}")
+    return names
+
+
+class PreferencesIn(Preferences):
+    favour: Annotated[list[str], AfterValidator(_known)] = Field(default_factory=list, max_length=12)
+    avoid: Annotated[list[str], AfterValidator(_known)] = Field(default_factory=list, max_length=12)
+
+
+@router.get("/listen/{token}/preferences")
+async def get_preferences(token: str, svc: ServicesDep) -> dict:
+    pk = player_key(*_player(svc, token))
+    raw = await svc.redis.hget(f"{PREFIX}:player:{pk}", "preferences")
+    prefs = Preferences.model_validate_json(raw) if raw else Preferences()
+    return {"preferences": prefs.model_dump(), "instruments": NAMES, "genres": GENRES}
+
+
+@router.post("/listen/{token}/preferences")
+async def set_preferences(token: str, request: Request, svc: ServicesDep) -> dict:
+    server_id, player_id = _player(svc, token)
+    pk = player_key(server_id, player_id)
+    _limit(svc, pk)
+    prefs = _validate(PreferencesIn, await read_json(request, SMALL_BODY))
+    both = set(prefs.favour) & set(prefs.avoid)
+    if both:
+        raise BadInput(422, f"both favoured and avoided: {', '.join(sorted(both))}")
+    stored = Preferences.model_validate(prefs.model_dump())
+    await svc.redis.hset(f"{PREFIX}:player:{pk}", "preferences", stored.model_dump_json())
+    event = Event(type="preferences", server_id=server_id, player_id=player_id, data=stored.model_dump())
+    await svc.redis.publish(channel(pk), event.model_dump_json())  # the player's other tabs follow
+    return {"preferences": stored.model_dump()}
+
+
+JobId = Annotated[str, Field(max_length=64, pattern=IDENT_RE.pattern)]
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["like", "skip"]
+    job_id: JobId | None = None
+
+
+@router.post("/listen/{token}/feedback")
+async def feedback(token: str, request: Request, svc: ServicesDep) -> dict:
+    pk = player_key(*_player(svc, token))
+    _limit(svc, pk)
+    body = _validate(FeedbackIn, await read_json(request, SMALL_BODY))
+    metrics.feedback.labels(body.kind).inc()
+    # Kept for the describer (a skip may later ask for a new description); newest first.
+    key = f"{PREFIX}:feedback:{pk}"
+    entry = json.dumps({"kind": body.kind, "job_id": body.job_id, "at": time.time()})
+    await svc.redis.pipeline().lpush(key, entry).ltrim(key, 0, 99).execute()
+    return {"recorded": body.kind}
+
+
+class PlayingIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    job_id: JobId
+    received_at: float
+
+
+@router.post("/listen/{token}/playing")
+async def playing(token: str, request: Request, svc: ServicesDep) -> dict:
+    pk = player_key(*_player(svc, token))
+    _limit(svc, pk)
+    body = _validate(PlayingIn, await read_json(request, SMALL_BODY))
+    delay = time.time() - body.received_at
+    if not 0 <= delay <= PLAUSIBLE_S:
+        return {"observed": False, "reason": f"delay {delay:.1f} s is outside 0..{PLAUSIBLE_S:.0f} s"}
+    if not await svc.redis.set(f"{PREFIX}:played:{body.job_id}", pk, nx=True, ex=int(PLAUSIBLE_S * 2)):
+        return {"observed": False, "reason": "already reported"}
+    metrics.window_to_playing.observe(delay)
+    return {"observed": True, "seconds": round(delay, 3)}
