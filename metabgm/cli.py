@@ -69,6 +69,12 @@ def cmd_link(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    return run(args.data_dir, args.out, args.duration, args.window_s, args.port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="metabgm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -83,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--host", default="127.0.0.1")
     command("mod-url", cmd_mod_url, "print the URL to put into the seed mod's URL setting")
+    demo = command("demo", cmd_demo, "run the pipeline with a built-in multi-player session")
+    demo.add_argument("--out", type=Path, default=Path("out"), help="soundtracks and session log go here")
+    demo.add_argument("--duration", type=float, default=None, help="seconds; default: the whole script")
+    demo.add_argument("--window-s", type=float, default=8.0, help="seconds between windows")
+    demo.add_argument("--port", type=int, default=8000)
     link = command("link", cmd_link, "print a listen link for one player")
     link.add_argument("player")
     link.add_argument("--server", help="server id (default: the mod's server, METABGM_MOD_SERVER_ID)")
