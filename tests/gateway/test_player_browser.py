@@ -107,7 +107,7 @@ def test_the_player_plays_loops_and_switches_on_a_bar_line(make_stack):
             assert abs(bars - round(bars)) < 1e-3 and bars >= 1, since_start
             assert switches[1]["fade"] == pytest.approx(BAR_S)  # crossfade: one bar of the old clip
             gains = (
-                "Object.fromEntries(Object.entries(metabgm.engine.current.gains).map(([k, g]) => [k, g.gain.value]))"  # noqa: E501
+                "Object.fromEntries(Object.entries(metabgm.engine.current.gains).map(([k, g]) => [k, g.gain.value]))"
             )
             assert page.evaluate(gains) == {"pads": 1, "melody": 1, "rhythm": 1}  # intensity 0.7: all stems
             page.wait_for_timeout(300)
