@@ -41,6 +41,7 @@ class LLM(Common):
     llm_api_key: SecretStr = SecretStr("none")
     llm_timeout_s: float = Field(30.0, gt=0)
     llm_retries: int = Field(2, ge=0, le=10)
+    llm_backoff_s: float = Field(0.25, ge=0, le=10, description="first retry delay; doubles each retry")
     llm_breaker_failures: int = Field(3, ge=1, description="consecutive failures that open the breaker")
     llm_breaker_reset_s: float = Field(15.0, gt=0)
     llm_temperature: float = Field(0.7, ge=0, le=2)

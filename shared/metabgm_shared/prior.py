@@ -1,0 +1,182 @@
+"""The musical prior: sensible music for a characterized scene, decided by rules, not by a model.
+
+A small LLM writes valid but meaningless values, so the describer starts from this prior and lets
+the LLM move only inside its `Bounds`. Deterministic: the same scene always gives the same prior
+(keys are picked with crc32, never Python's salted `hash`).
+
+The rules, in order:
+1. The context mode sets the base: tempo, intensity, genre, mood words, the allowed music modes.
+2. The place sets the palette of instruments: dimension first (Nether, End), then the mode's own
+   palette where it has one (combat, danger, underwater, cave), else the biome family.
+3. Modifiers: night and rain slow and soften; thunder, low health, hostiles and being hit
+   speed up and intensify; each adds a mood word.
+4. The key is drawn from the mode's candidate tonics by the biome's name; the LLM may move it a
+   fifth up or down, no further.
+5. Bounds: tempo +- `tempo_margin` bpm, intensity +- `intensity_margin`, music mode among the
+   allowed ones, instruments from the palette. Everything is clamped to the contract's ranges.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+
+from .contracts import KEYS, CharacterizedScene, Dimension, Mode, MusicMode
+
+M = MusicMode
+
+
+@dataclass(frozen=True)
+class Base:
+    tempo: int
+    intensity: float
+    genre: str
+    mood: tuple[str, ...]
+    modes: tuple[MusicMode, ...]
+    tonics: tuple[str, ...]
+    palette: tuple[str, ...] = ()  # overrides the place's palette
+    voices: int = 3  # instruments in the default pick
+
+
+BASES: dict[Mode, Base] = {
+    Mode.combat: Base(150, 0.85, "epic orchestral", ("tense", "driving"), (M.minor, M.phrygian), ("D", "E", "C"),
+                      ("strings", "brass", "timpani", "drums", "cello", "bass", "horn", "choir"), 4),
+    Mode.danger: Base(128, 0.75, "dark cinematic", ("urgent", "anxious"), (M.phrygian, M.minor), ("C#", "F", "B"),
+                      ("cello", "strings", "timpani", "synth_pad", "drums", "bass"), 4),
+    Mode.underwater: Base(72, 0.35, "ambient", ("muffled", "floating"), (M.lydian, M.dorian), ("F", "A#", "D#"),
+                          ("synth_pad", "harp", "bells", "strings", "electric_piano")),
+    Mode.nether: Base(96, 0.65, "dark ambient", ("ominous", "fiery"), (M.phrygian, M.minor), ("C#", "G#", "F#")),
+    Mode.end: Base(80, 0.5, "ethereal ambient", ("alien", "vast"), (M.lydian, M.minor), ("B", "E", "F#")),
+    Mode.cave: Base(76, 0.45, "dark ambient", ("echoing", "mysterious"), (M.dorian, M.minor), ("A", "E", "D"),
+                    ("synth_pad", "marimba", "cello", "bells", "strings", "bass")),
+    Mode.night: Base(70, 0.3, "ambient", ("quiet", "nocturnal"), (M.minor, M.dorian), ("A", "E", "B")),
+    Mode.travel: Base(116, 0.55, "folk", ("adventurous", "moving"), (M.mixolydian, M.major), ("G", "D", "A")),
+    Mode.exploration: Base(96, 0.4, "calm acoustic", ("peaceful", "open"), (M.major, M.lydian, M.mixolydian),
+                           ("C", "G", "F", "D")),
+}  # fmt: skip
+
+DIMENSION_PALETTES: dict[Dimension, tuple[str, ...]] = {
+    Dimension.nether: ("synth_pad", "choir", "timpani", "bass", "organ", "drums", "cello", "brass"),
+    Dimension.end: ("synth_pad", "bells", "choir", "music_box", "strings", "synth_lead"),
+}
+
+# Biome name fragment -> palette; first match wins, the last entry is the default.
+BIOME_PALETTES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("ocean", "beach", "river", "shore"), ("harp", "strings", "flute", "piano", "bells")),
+    (("snow", "ice", "frozen", "peak", "grove", "slope"), ("bells", "music_box", "piano", "strings", "flute")),
+    (("desert", "badlands", "savanna", "mesa"), ("guitar", "pan_flute", "marimba", "drums", "bass", "strings")),
+    (("swamp", "mangrove"), ("cello", "guitar", "bass", "marimba", "synth_pad")),
+    (("jungle", "bamboo"), ("marimba", "pan_flute", "drums", "flute", "guitar")),
+    (("forest", "taiga", "birch", "grove", "cherry"), ("flute", "guitar", "harp", "strings", "pan_flute")),
+    (("mushroom",), ("music_box", "bells", "synth_pad", "marimba", "flute")),
+    ((), ("piano", "guitar", "strings", "flute", "harp")),
+)
+NIGHT_SOFT = ("piano", "synth_pad", "strings", "cello")
+
+# Genre words a player may favour or avoid, and the instruments that carry them.
+GENRES: dict[str, tuple[str, ...]] = {
+    "orchestral": ("strings", "brass", "horn", "timpani", "violin", "cello", "choir"),
+    "electronic": ("synth_lead", "synth_pad", "electric_piano", "drums"),
+    "ambient": ("synth_pad", "bells", "strings"),
+    "rock": ("electric_guitar", "bass", "drums"),
+    "folk": ("guitar", "flute", "pan_flute", "violin"),
+    "acoustic": ("guitar", "piano", "flute", "harp"),
+    "jazz": ("piano", "bass", "drums", "electric_piano"),
+    "choral": ("choir", "organ"),
+    "percussion": ("drums", "timpani", "marimba"),
+}
+
+
+@dataclass(frozen=True)
+class Bounds:
+    tempo: tuple[int, int]
+    intensity: tuple[float, float]
+    keys: tuple[str, ...]
+    modes: tuple[MusicMode, ...]
+    palette: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Prior:
+    tempo_bpm: int
+    key: str
+    mode: MusicMode
+    instruments: tuple[str, ...]
+    intensity: float
+    genre: str
+    mood: tuple[str, ...]
+    bounds: Bounds = field(compare=True)
+
+
+def _palette(scene: CharacterizedScene, base: Base) -> tuple[str, ...]:
+    if scene.dimension in DIMENSION_PALETTES and scene.mode not in (Mode.combat, Mode.danger):
+        return DIMENSION_PALETTES[scene.dimension]
+    if base.palette:
+        return base.palette
+    biome = (scene.biome or "").lower()
+    palette = next(p for frags, p in BIOME_PALETTES if not frags or any(f in biome for f in frags))
+    if scene.mode is Mode.night:  # soft voices lead at night, the biome's colour follows
+        return NIGHT_SOFT + tuple(i for i in palette if i not in NIGHT_SOFT)
+    return palette
+
+
+def _fifths(key: str) -> tuple[str, ...]:
+    i = KEYS.index(key)
+    return (key, KEYS[(i + 7) % 12], KEYS[(i + 5) % 12])
+
+
+def clamp(value: float, lo: float, hi: float) -> float:
+    return max(lo, min(hi, value))
+
+
+def prior(scene: CharacterizedScene, tempo_margin: int = 12, intensity_margin: float = 0.15) -> Prior:
+    base = BASES[scene.mode]
+    tempo, intensity, mood = float(base.tempo), base.intensity, list(base.mood)
+    night = scene.time_of_day in ("Night", "Midnight")
+    weather = (scene.weather or "").lower()
+
+    if night and scene.mode not in (Mode.night, Mode.combat, Mode.danger):
+        tempo, intensity = tempo - 8, intensity - 0.05
+        mood.append("nocturnal")
+    elif scene.time_of_day in ("Sunset", "Sunrise"):
+        mood.append("warm")
+    if "thunder" in weather:
+        intensity += 0.15
+        mood.append("stormy")
+    elif "rain" in weather or "snow" in weather:
+        tempo, intensity = tempo - 6, intensity - 0.05
+        mood.append("rainy" if "rain" in weather else "snowy")
+    if scene.health in ("Dying", "Die"):
+        tempo, intensity = tempo + 10, intensity + 0.1
+        mood.append("desperate")
+    intensity += min(scene.hostiles, 3.0) * 0.04 + scene.attacked / 1000
+
+    palette = _palette(scene, base)
+    instruments = list(palette[: base.voices])
+    if "thunder" in weather and "timpani" not in instruments:
+        instruments.append("timpani")
+        palette = palette + (("timpani",) if "timpani" not in palette else ())
+
+    tempo_i = int(round(clamp(tempo, 40, 200)))
+    intensity = round(clamp(intensity, 0.0, 1.0), 2)
+    key = base.tonics[zlib.crc32((scene.biome or scene.dimension.value).encode()) % len(base.tonics)]
+    bounds = Bounds(
+        tempo=(max(40, tempo_i - tempo_margin), min(200, tempo_i + tempo_margin)),
+        intensity=(round(max(0.0, intensity - intensity_margin), 2), round(min(1.0, intensity + intensity_margin), 2)),
+        keys=_fifths(key),
+        modes=base.modes,
+        palette=palette,
+    )
+    return Prior(tempo_i, key, base.modes[0], tuple(instruments), intensity, base.genre, tuple(mood[:3]), bounds)
+
+
+def within(prior_: Prior, *, tempo_bpm: int, key: str, mode: str, instruments: list[str], intensity: float) -> bool:
+    """Whether attributes respect the prior's bounds (preferences aside)."""
+    b = prior_.bounds
+    return (
+        b.tempo[0] <= tempo_bpm <= b.tempo[1]
+        and b.intensity[0] - 1e-9 <= intensity <= b.intensity[1] + 1e-9
+        and key in b.keys
+        and mode in b.modes
+        and all(i in b.palette for i in instruments)
+    )
