@@ -11,15 +11,15 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
+from prometheus_client import REGISTRY
+from starlette.websockets import WebSocketDisconnect
+
+from metabgm import cli
 from metabgm_gateway.app import create_app
 from metabgm_gateway.deps import Links
 from metabgm_shared.contracts import Event
 from metabgm_shared.settings import Gateway, Secrets
 from metabgm_shared.state import Players
-from prometheus_client import REGISTRY
-from starlette.websockets import WebSocketDisconnect
-
-from metabgm import cli
 
 
 @pytest.fixture

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import httpx
 from fastapi.testclient import TestClient
-from metabgm_gateway.app import create_app
-from metabgm_shared import metrics
-from metabgm_shared.settings import Gateway, Secrets
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
 
 from metabgm.local import free_port, wait_until
+from metabgm_gateway.app import create_app
+from metabgm_shared import metrics
+from metabgm_shared.settings import Gateway, Secrets
 
 DEFINED = {m._name for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)}
 

@@ -13,11 +13,12 @@ import numpy as np
 import pytest
 import redis
 import soundfile as sf
+from prometheus_client.parser import text_string_to_metric_families
+
 from metabgm_gateway.deps import Links
 from metabgm_shared.contracts import Event
 from metabgm_shared.settings import Secrets
 from metabgm_shared.state import Players
-from prometheus_client.parser import text_string_to_metric_families
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -104,7 +105,7 @@ def test_the_player_plays_loops_and_switches_on_a_bar_line(make_stack):
             assert [s["to"] for s in switches] == ["job-first", "job-second"]
             since_start = switches[1]["at"] - switches[0]["at"]
             bars = since_start / BAR_S
-            assert abs(bars - round(bars)) < 1e-3 and bars >= 1, since_start
+            assert abs(bars - round(bars)) < 1e-3 and round(bars) >= 1, since_start
             assert switches[1]["fade"] == pytest.approx(BAR_S)  # crossfade: one bar of the old clip
             gains = (
                 "Object.fromEntries(Object.entries(metabgm.engine.current.gains).map(([k, g]) => [k, g.gain.value]))"

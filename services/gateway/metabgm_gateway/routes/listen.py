@@ -22,11 +22,12 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
 from metabgm_shared import metrics
 from metabgm_shared.contracts import IDENT_RE, Event, Ident, Preferences
 from metabgm_shared.instruments import NAMES
 from metabgm_shared.state import PREFIX, channel, player_key
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from ..body import BadInput, describe_errors, read_json
 from ..deps import LinkError, Services, ServicesDep
