@@ -261,3 +261,21 @@ def test_playing_is_observed_once_per_job_and_only_when_plausible(client, links)
     assert sample(*count) == before + 1
     bad = client.post(f"/listen/{token}/playing", json={"job_id": "job-p3", "received_at": "soon"})
     assert bad.status_code == 422 and "received_at" in bad.json()["detail"]
+
+
+def test_events_reach_the_replica_holding_the_socket(client, redis_url, data_dir, secrets, links):
+    """Two replicas on one Redis: a change made through one reaches the socket held by the other,
+    and only that player's socket."""
+    settings = Gateway(redis_url=redis_url, data_dir=data_dir, required_stages="", link_ttl_s=600)
+    with TestClient(create_app(settings, secrets)) as other:
+        alice, bob = links.token("default", "alice"), links.token("default", "bob")
+        with (
+            client.websocket_connect(f"/listen/{alice}/events") as a,
+            other.websocket_connect(f"/listen/{bob}/events") as b,
+        ):
+            a.receive_json(), b.receive_json()
+            assert other.post(f"/listen/{alice}/preferences", json={"avoid": ["drums"]}).status_code == 200
+            assert client.post(f"/listen/{bob}/preferences", json={"favour": ["harp"]}).status_code == 200
+            assert a.receive_json()["preferences"]["avoid"] == ["drums"]
+            got = b.receive_json()["preferences"]
+            assert got["favour"] == ["harp"] and got["avoid"] == []

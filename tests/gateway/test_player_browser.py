@@ -28,6 +28,16 @@ SR = 22050
 BPM, BEATS, BARS = 120, 4, 2
 BAR_S = 60 / BPM * BEATS
 
+HELPERS = """async () => {
+  const m = await import("/static/audio.js");
+  const c = { bpm: 120, beats_per_bar: 4, loop_start_s: 2, loop_end_s: 8 };
+  return {
+    fades: ["cut", "crossfade", "continue"].map((t) => m.fadeSeconds(t, c)),
+    mid: m.nextBarIn(c, 0.5), seam: m.nextBarIn(c, 7.95), looped: m.clipPosition(c, 9),
+    low: m.stemGains(0.1), high: m.stemGains(0.9),
+  };
+}"""
+
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
 
 
@@ -141,6 +151,15 @@ def test_the_player_plays_loops_and_switches_on_a_bar_line(make_stack):
             page.wait_for_function("window.metabgm.currentJob === 'job-second'", timeout=10_000)
             resumed = [e for e in page.evaluate("window.metabgm.events") if e["type"] == "now_playing"]
             assert resumed[0]["job_id"] == "job-second" and resumed[0]["resumed"] is True
+
+            # The timing rules themselves, on a clip whose loop (2-8 s) does not start at 0.
+            rules = page.evaluate(HELPERS)
+            assert rules["fades"] == [0.05, 2, 4]  # cut, crossfade (1 bar), continue (2 bars)
+            assert rules["mid"] == pytest.approx(1.5)  # at 0.5 s the next bar line is at 2 s
+            assert rules["seam"] == pytest.approx(2.05)  # too close to the seam: the bar after it
+            assert rules["looped"] == pytest.approx(3.0)
+            assert rules["low"] == {"pads": 1, "melody": 0, "rhythm": 0, "mix": 1}
+            assert rules["high"] == {"pads": 1, "melody": 1, "rhythm": 1, "mix": 1}
         finally:
             browser.close()
 
