@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+
 from metabgm_shared import metrics
 from metabgm_shared.queues import make_celery
 from metabgm_shared.settings import Gateway, Secrets

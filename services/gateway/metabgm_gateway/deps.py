@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import Depends, Request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
 from metabgm_shared import metrics
 from metabgm_shared.contracts import Event, Job, SceneWindow
 from metabgm_shared.queues import send
