@@ -20,11 +20,12 @@ import numpy as np
 import redis
 import soundfile as sf
 from itsdangerous import URLSafeTimedSerializer
-from metabgm_shared.contracts import Entity, Events, PlayerText, SceneWindow, Vitals
-from metabgm_shared.settings import Secrets
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
+
+from metabgm_shared.contracts import Entity, Events, PlayerText, SceneWindow, Vitals
+from metabgm_shared.settings import Secrets
 
 from .local import Stack
 

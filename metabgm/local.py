@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
 from metabgm_shared.settings import Secrets
 
 WORKERS = {

@@ -1,4 +1,5 @@
 import pytest
+
 from metabgm_shared.settings import Secrets
 
 

@@ -2,6 +2,7 @@ import copy
 import math
 
 import pytest
+
 from metabgm_shared.modproto import ModWindowError, from_mod
 
 

@@ -4,6 +4,7 @@ import time
 
 import pytest
 import redis
+
 from metabgm_shared import metrics
 from metabgm_shared.contracts import Job, SceneWindow
 from metabgm_shared.queues import make_celery

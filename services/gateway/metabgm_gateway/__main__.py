@@ -1,4 +1,5 @@
 import uvicorn
+
 from metabgm_shared.settings import Gateway
 
 from .app import create_app

@@ -14,6 +14,7 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
+
 from metabgm_shared.state import PREFIX
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,9 @@ in and out of combat or a walk along a biome border does not thrash the music.
 
 from __future__ import annotations
 
-from metabgm_shared.contracts import CharacterizedScene, Decision, Mode
 from pydantic import BaseModel
+
+from metabgm_shared.contracts import CharacterizedScene, Decision, Mode
 
 NEAR_DEATH = {"Dying", "Die"}
 DARK = {"Night", "Midnight"}

@@ -10,9 +10,10 @@ import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Request
+from pydantic import ValidationError
+
 from metabgm_shared import metrics
 from metabgm_shared.contracts import SceneWindow
-from pydantic import ValidationError
 
 from ..body import BadInput, describe_errors, read_json
 from ..deps import ServicesDep

@@ -16,6 +16,7 @@ import time
 
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse
+
 from metabgm_shared import metrics
 from metabgm_shared.contracts import IDENT_RE
 from metabgm_shared.modproto import ModWindowError, from_mod

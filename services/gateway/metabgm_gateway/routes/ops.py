@@ -6,10 +6,11 @@ import time
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
 from metabgm_shared import metrics
 from metabgm_shared.queues import STAGES
 from metabgm_shared.state import PREFIX
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..deps import ServicesDep
 
