@@ -1,0 +1,252 @@
+"""The describer stage, the paper's second LLM step: a narrative (and its scene) becomes a music
+description, a caption for a text-to-music model plus the attributes the synth plays.
+
+Precedence, lowest to highest:
+1. The musical prior (`metabgm_shared.prior`) of the characterized scene: always complete and
+   sensible, and it sets the bounds (tempo +- `prior_tempo_margin_bpm`, intensity +-
+   `prior_intensity_margin`, key within a fifth, music mode among the mood's, instruments from
+   the place's palette).
+2. The LLM's schema-constrained answer refines the prior inside those bounds. The bounds are in
+   the schema, so constrained decoding keeps to them; a server that ignores the schema is
+   clamped here all the same (source "mixed" when anything had to be clamped or replaced).
+3. The player's preferences, applied last by rules (the LLM never sees them): `avoid` removes
+   instruments (or a genre's instruments), `favour` adds them, `intensity_cap` caps intensity.
+4. The transition follows the change decision: no previous music -> crossfade; an urgent change
+   into combat or danger -> cut; any other urgent change -> crossfade; the same music mode,
+   tempo within 8 bpm and intensity within 0.15 of the previous -> continue; else crossfade.
+5. The caption is rebuilt from the final attributes (and the LLM's mood words when they are
+   plain words no player wrote), so it never contradicts them.
+
+When the LLM is unavailable or answers nonsense, the description is the prior's (source "prior",
+counted in metabgm_llm_fallbacks_total). `direct` is the one-stage variant (scene -> description
+in one call, template "direct/v1") used by the evaluation to compare against the two stages.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from metabgm_shared import metrics
+from metabgm_shared.contracts import (
+    CharacterizedScene,
+    Decision,
+    Job,
+    Mode,
+    MusicDescription,
+    Narrative,
+    Preferences,
+    Transition,
+)
+from metabgm_shared.instruments import INSTRUMENTS, NAMES
+from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
+from metabgm_shared.prior import GENRES, Prior, clamp, prior
+from metabgm_shared.settings import Describer
+from metabgm_shared.state import Players
+
+MOOD_WORD = re.compile(r"^[a-z]{3,14}$")
+
+
+def schema(p: Prior) -> dict:
+    b = p.bounds
+    return {
+        "type": "object",
+        "properties": {
+            "mood": {"type": "string", "minLength": 3, "maxLength": 40},
+            "tempo_bpm": {"type": "integer", "minimum": b.tempo[0], "maximum": b.tempo[1]},
+            "key": {"enum": list(b.keys)},
+            "mode": {"enum": [m.value for m in b.modes]},
+            "instruments": {"type": "array", "items": {"enum": list(b.palette)}, "minItems": 1, "maxItems": 4},
+            "intensity": {"type": "integer", "minimum": round(b.intensity[0] * 100),
+                          "maximum": round(b.intensity[1] * 100)},
+        },
+        "required": ["mood", "tempo_bpm", "key", "mode", "instruments", "intensity"],
+        "additionalProperties": False,
+    }  # fmt: skip
+
+
+def refine(p: Prior, answer: dict, player_texts: list[str]) -> tuple[dict, bool]:
+    """The prior moved by the LLM's answer, inside the bounds. Returns (attributes, clamped)."""
+    b, clamped = p.bounds, False
+
+    def pick(value, allowed, default):
+        nonlocal clamped
+        if value in allowed:
+            return value
+        clamped = True
+        return default
+
+    tempo = answer.get("tempo_bpm")
+    if isinstance(tempo, int | float) and not isinstance(tempo, bool):
+        t = int(round(clamp(tempo, *b.tempo)))
+        clamped |= t != tempo
+    else:
+        t, clamped = p.tempo_bpm, True
+    level = answer.get("intensity")
+    if isinstance(level, int | float) and not isinstance(level, bool):
+        i = round(clamp(level / 100, *b.intensity), 2)
+        clamped |= abs(i - level / 100) > 1e-9
+    else:
+        i, clamped = p.intensity, True
+    raw = answer.get("instruments")
+    instruments = list(dict.fromkeys(x for x in raw if x in b.palette))[:6] if isinstance(raw, list) else []
+    if not instruments or len(instruments) != len(raw):
+        clamped = True
+    written = {w for t_ in player_texts for w in re.findall(r"[a-z]+", t_.lower())}
+    mood_raw = answer.get("mood")
+    found = re.findall(r"[a-z]+", mood_raw.lower()) if isinstance(mood_raw, str) else []
+    mood = [w for w in found if MOOD_WORD.match(w)]
+    mood = [w for w in dict.fromkeys(mood) if w not in written and w not in ("and", "the", "with")][:3]
+    return {
+        "tempo_bpm": t,
+        "key": pick(answer.get("key"), b.keys, p.key),
+        "mode": pick(answer.get("mode"), [m.value for m in b.modes], p.mode.value),
+        "instruments": instruments or list(p.instruments),
+        "intensity": i,
+        "mood": mood or list(p.mood),
+    }, clamped  # fmt: skip
+
+
+def _names(word: str) -> tuple[str, ...]:
+    word = word.strip().replace(" ", "_")
+    if word in INSTRUMENTS:
+        return (word,)
+    return GENRES.get(word.replace("_", " "), GENRES.get(word, ()))
+
+
+def apply_preferences(attrs: dict, genre: str, prefs: Preferences, palette: tuple[str, ...]) -> tuple[dict, str]:
+    avoid = {n for a in prefs.avoid for n in _names(a)}
+    instruments = [i for i in attrs["instruments"] if i not in avoid]
+    for f in prefs.favour:
+        name = next((n for n in _names(f) if n not in avoid), None)
+        if name and name not in instruments:
+            instruments.insert(0, name)
+        if f.strip() in GENRES and f.strip() not in prefs.avoid:
+            genre = f.strip()
+    if not instruments:
+        instruments = [next((n for n in (*palette, *NAMES) if n not in avoid), palette[0])]
+    if any(g in genre for g in prefs.avoid if g in GENRES):
+        genre = "instrumental"
+    return {**attrs, "instruments": instruments[:6], "intensity": min(attrs["intensity"], prefs.intensity_cap)}, genre
+
+
+def transition(decision: Decision | None, scene: CharacterizedScene, previous: MusicDescription | None,
+               attrs: dict) -> Transition:  # fmt: skip
+    if previous is None:
+        return Transition.crossfade
+    if decision is not None and decision.urgent:
+        return Transition.cut if scene.mode in (Mode.combat, Mode.danger) else Transition.crossfade
+    if (
+        previous.mode == attrs["mode"]
+        and abs(previous.tempo_bpm - attrs["tempo_bpm"]) <= 8
+        and abs(previous.intensity - attrs["intensity"]) <= 0.15
+    ):
+        return Transition.keep
+    return Transition.crossfade
+
+
+def caption(attrs: dict, genre: str) -> str:
+    names = [i.replace("_", " ") for i in attrs["instruments"]]
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    level = "low" if attrs["intensity"] < 0.35 else "medium" if attrs["intensity"] < 0.7 else "high"
+    mood = " and ".join(attrs["mood"][:2]) if len(attrs["mood"]) <= 2 else ", ".join(attrs["mood"])
+    text = (
+        f"{genre.capitalize()} background music, {mood}, with {listed}, "
+        f"at {attrs['tempo_bpm']} BPM in {attrs['key']} {attrs['mode']}. "
+        f"Loopable, {level} intensity."
+    )
+    return text[:400]
+
+
+class Describe:
+    """Scene (+ narrative) -> MusicDescription, with the prior, the LLM and the player's taste."""
+
+    def __init__(self, settings: Describer, client: Client) -> None:
+        self.settings, self.client = settings, client
+        self.two_stage = Prompt.load("metabgm_describer", settings.describer_template)
+        self.one_stage = Prompt.load("metabgm_describer", settings.direct_template)
+
+    def prior(self, scene: CharacterizedScene) -> Prior:
+        return prior(scene, self.settings.prior_tempo_margin_bpm, self.settings.prior_intensity_margin)
+
+    def messages(self, prompt: Prompt, scene: CharacterizedScene, p: Prior, narrative: str | None,
+                 previous: MusicDescription | None) -> list[dict]:  # fmt: skip
+        suggested = {"mood": " ".join(p.mood), "tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value,
+                     "instruments": list(p.instruments), "intensity": round(p.intensity * 100)}  # fmt: skip
+        prev = "(none)"
+        if previous is not None:
+            prev = (f"{previous.tempo_bpm} bpm, {previous.key} {previous.mode}, "
+                    f"{' '.join(previous.instruments)}, intensity {round(previous.intensity * 100)}")  # fmt: skip
+        return prompt.messages(
+            narrative=clean(narrative, cap=400) if narrative else "(none)", scene=clean(scene.text, cap=600),
+            previous=prev, suggested=json.dumps(suggested), player_text=data_block(scene.texts),
+        )  # fmt: skip
+
+    def describe(
+        self,
+        scene: CharacterizedScene,
+        narrative: str | None,
+        *,
+        prefs: Preferences | None = None,
+        previous: MusicDescription | None = None,
+        decision: Decision | None = None,
+        direct: bool = False,
+    ) -> MusicDescription:
+        started = time.perf_counter()
+        prompt = self.one_stage if direct else self.two_stage
+        p = self.prior(scene)
+        attrs = {"tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value, "instruments": list(p.instruments),
+                 "intensity": p.intensity, "mood": list(p.mood)}  # fmt: skip
+        source = "prior"
+        try:
+            reply = self.client.chat(
+                self.messages(prompt, scene, p, None if direct else narrative, previous),
+                model=self.settings.describer_model,
+                max_tokens=self.settings.describer_max_tokens,
+                schema=schema(p),
+                name="music",
+            )
+            attrs, clamped = refine(p, reply.json(), [t.text for t in scene.texts])
+            source = "mixed" if clamped else "llm"
+        except LLMError:
+            metrics.llm_fallbacks.labels("describe").inc()
+        attrs, genre = apply_preferences(attrs, p.genre, prefs or Preferences(), p.bounds.palette)
+        return MusicDescription(
+            caption=caption(attrs, genre),
+            tempo_bpm=attrs["tempo_bpm"],
+            key=attrs["key"],
+            mode=attrs["mode"],
+            instruments=attrs["instruments"],
+            intensity=attrs["intensity"],
+            transition=transition(decision, scene, previous, attrs),
+            template=prompt.template_id,
+            model=self.settings.describer_model if source != "prior" else "rules",
+            source=source,
+            latency_s=round(time.perf_counter() - started, 4),
+        )
+
+    def direct(self, scene: CharacterizedScene, **kw) -> MusicDescription:
+        """The one-stage baseline: no narrative, template "direct/v1"."""
+        return self.describe(scene, None, direct=True, **kw)
+
+
+class DescribeStage:
+    def __init__(self, settings: Describer, players: Players, client: Client) -> None:
+        self.players = players
+        self.describer = Describe(settings, client)
+
+    def __call__(self, job: Job) -> Job:
+        if job.scene is None:
+            raise ValueError("describe needs a characterized scene")
+        pk = job.player_key
+        narrative: Narrative | None = job.narrative
+        description = self.describer.describe(
+            job.scene,
+            narrative.text if narrative else None,
+            prefs=self.players.preferences(pk),
+            previous=self.players.last_description(pk),
+            decision=job.decision,
+        )
+        self.players.put(pk, "description", description.model_dump(mode="json"))
+        return job.model_copy(update={"description": description})

@@ -1,0 +1,154 @@
+"""The narrator stage, the paper's first LLM step: a characterized scene becomes a short
+narrative, continuing the player's recent ones.
+
+Rules:
+- The prompt is a versioned template file (`prompt_narrator_v1.txt` is "narrator/v1"); its id is
+  recorded on every Narrative. Player-written text reaches it only as an escaped data block.
+- The reply is kept only if it passes `guard`: 1-3 complete sentences, not empty, not runaway
+  (too long, cut off, repetitive), not in the first person, not echoing its input (a 4-word run of the scene or of the
+  recent narratives, or any word the players wrote). Otherwise, and whenever the LLM is
+  unavailable, a deterministic narrative is built from the scene (source "fallback", counted).
+- The narrative is pushed to the player's memory and published as a "narrative" event.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from metabgm_shared import metrics
+from metabgm_shared.contracts import CharacterizedScene, Dimension, Event, Job, Mode, Narrative
+from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
+from metabgm_shared.settings import Narrator
+from metabgm_shared.state import Players
+
+MAX_CHARS = 320
+MAX_SENTENCE_CHARS = 200
+WORD_RE = re.compile(r"[a-z0-9']+")
+SENTENCE_RE = re.compile(r"[^.!?]+[.!?]+")
+
+
+def words(text: str) -> list[str]:
+    return WORD_RE.findall(text.lower())
+
+
+def _grams(ws: list[str], n: int) -> set[tuple[str, ...]]:
+    return {tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)}
+
+
+def guard(text: str, *, inputs: list[str], player_texts: list[str], finish: str = "stop") -> str | None:
+    """The reply cleaned to 1-3 sentences, or None when it must not be used."""
+    text = clean(text, cap=4 * MAX_CHARS).strip().strip("\"'`").strip()
+    text = re.sub(r"^(narration|narrative)\s*:\s*", "", text, flags=re.I)
+    if not text or any(c in text for c in "{}<>[]|#*") or re.search(r"\w+:\s", text):
+        return None  # empty, markup or labels: not prose
+    sentences = [s.strip() for s in SENTENCE_RE.findall(text)]
+    if not sentences:
+        if finish == "length":
+            return None  # cut off before its first sentence ended
+        sentences = [text.rstrip(",;") + "."]
+    if any(len(s) > MAX_SENTENCE_CHARS for s in sentences[:3]):
+        return None
+    if len({s.lower() for s in sentences[:3]}) < len(sentences[:3]):
+        return None
+    out = " ".join(sentences[:3])
+    ws = words(out)
+    if {"i", "i'm", "me", "my", "we", "our"} & set(ws):
+        return None  # role-play, not narration of the player
+    if len(ws) < 3 or len(out) > MAX_CHARS or (len(ws) >= 8 and len(set(ws)) / len(ws) < 0.5):
+        return None
+    source = _grams([w for t in inputs for w in [*words(t), "\x00"]], 4)
+    if _grams(ws, 4) & source:
+        return None
+    known = {w for t in inputs for w in words(t)}
+    written = {w for t in player_texts for w in words(t) if len(w) >= 4} - known
+    if written & set(ws):
+        return None
+    return out
+
+
+def _place(scene: CharacterizedScene) -> str:
+    if scene.biome:
+        return scene.biome if scene.biome.startswith("The ") else f"the {scene.biome}"
+    return {Dimension.nether: "the Nether", Dimension.end: "the End"}.get(scene.dimension, "the wild")
+
+
+def fallback(scene: CharacterizedScene) -> str:
+    """A plain, always-valid narrative built from the scene alone."""
+    place, m = _place(scene), scene.mode
+    foes = " and ".join(name.replace("_", " ") for name, _ in scene.attackers[:2]) or "hostile mobs"
+    first = {
+        Mode.combat: f"You fight off {foes} in {place}.",
+        Mode.danger: f"You are in grave danger in {place}.",
+        Mode.underwater: f"You swim beneath the water in {place}.",
+        Mode.nether: f"You push through the heat of {place}.",
+        Mode.end: f"You wander the silent void of {place}.",
+        Mode.cave: f"You explore the dark depths of {place}.",
+        Mode.night: f"You move through {place} under the night sky.",
+        Mode.travel: f"You hurry across {place}" + (f" toward the {scene.biome_ahead}." if scene.biome_ahead else "."),
+        Mode.exploration: f"You explore {place}"
+        + (f" in the {scene.time_of_day.lower()}." if scene.time_of_day else "."),
+    }[m]
+    more = []
+    if scene.health in ("Dying", "Die"):
+        more.append("Your health is almost gone.")
+    weather = (scene.weather or "").lower()
+    if "thunder" in weather:
+        more.append("Thunder rolls overhead.")
+    elif "rain" in weather:
+        more.append("Rain falls around you.")
+    elif "snow" in weather:
+        more.append("Snow drifts around you.")
+    if m is not Mode.combat and scene.hostiles >= 1:
+        more.append("Something hostile lurks nearby.")
+    return " ".join([first, *more[:2]])
+
+
+class NarrateStage:
+    def __init__(self, settings: Narrator, players: Players, client: Client) -> None:
+        self.settings, self.players, self.client = settings, players, client
+        self.prompt = Prompt.load("metabgm_narrator", settings.narrator_template)
+
+    def messages(self, scene: CharacterizedScene, recent: list[str]) -> list[dict]:
+        return self.prompt.messages(
+            recent=" ".join(clean(r, cap=MAX_CHARS) for r in recent) or "(none, this is the start)",
+            scene=clean(scene.text, cap=600),
+            player_text=data_block(scene.texts),
+        )
+
+    def narrate(self, scene: CharacterizedScene, recent: list[str]) -> Narrative:
+        started = time.perf_counter()
+        text = None
+        try:
+            reply = self.client.chat(
+                self.messages(scene, recent), model=self.settings.narrator_model,
+                max_tokens=self.settings.narrator_max_tokens, stop=["\n"],
+            )  # fmt: skip
+            text = guard(reply.text, inputs=[scene.text, *recent], player_texts=[t.text for t in scene.texts],
+                         finish=reply.finish)  # fmt: skip
+        except LLMError:
+            pass  # Unavailable included: the player gets the fallback, the breaker does the rest
+        source = "llm" if text else "fallback"
+        if text is None:
+            metrics.llm_fallbacks.labels("narrate").inc()
+            text = fallback(scene)
+        return Narrative(
+            text=text,
+            template=self.prompt.template_id,
+            model=self.settings.narrator_model if source == "llm" else "rules",
+            source=source,
+            latency_s=round(time.perf_counter() - started, 4),
+        )
+
+    def __call__(self, job: Job) -> Job:
+        if job.scene is None:
+            raise ValueError("narrate needs a characterized scene")
+        pk = job.player_key
+        narrative = self.narrate(job.scene, self.players.narratives(pk))
+        self.players.push_narrative(pk, narrative.text)
+        w = job.window
+        self.players.publish(
+            Event(type="narrative", server_id=w.server_id, player_id=w.player_id,
+                  data={"index": w.index, **narrative.model_dump(mode="json")})
+        )  # fmt: skip
+        return job.model_copy(update={"narrative": narrative})
