@@ -12,6 +12,7 @@ from pathlib import Path
 from metabgm_shared.contracts import IDENT_RE
 from metabgm_shared.settings import Gateway, Secrets
 
+from .evaluation.run import add_commands as add_evaluation_commands
 from .local import Stack, instance
 
 
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     link = command("link", cmd_link, "print a listen link for one player")
     link.add_argument("player")
     link.add_argument("--server", help="server id (default: the mod's server, METABGM_MOD_SERVER_ID)")
+    add_evaluation_commands(command)  # eval, record, label, train
 
     args = parser.parse_args(argv)
     return args.fn(args)

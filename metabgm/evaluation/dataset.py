@@ -214,3 +214,26 @@ class Recorder:
             self.close()
             pubsub.close()
         return self.written
+
+
+def label(src: Path, out: Path, narrate, describe, teacher: str, on_item=lambda done, total: None) -> dict:
+    """Write teacher references for the triples in `src` that `out` lacks, one line as each ends.
+
+    `narrate` and `describe` are the stages' own objects built against the teacher, so references
+    answer exactly the prompts the workers send. A triple the teacher failed on (the stage fell
+    back to its rules) is left out and counted, to be retried on the next run.
+    """
+    done = ids(out)
+    todo = [t for t in iter_triples(src) if t.id not in done]
+    counts = {"labelled": 0, "skipped": len(done), "failed": 0}
+    for i, t in enumerate(todo, 1):
+        nar = narrate.narrate(t.scene, [])
+        desc = describe.describe(t.scene, nar.text) if nar.source == "llm" else None
+        if desc is None or desc.source == "prior":
+            counts["failed"] += 1
+        else:
+            prov = Provenance(source="teacher", model=teacher, template=nar.template, player=t.provenance.player)
+            append(out, [t.model_copy(update={"narrative": nar.text, "description": desc, "provenance": prov})])
+            counts["labelled"] += 1
+        on_item(i, len(todo))
+    return counts
