@@ -1,0 +1,38 @@
+"""MusicGen architectures by name, for randomly initialised models (benchmarks, tests).
+
+"small" and "medium" match the published facebook/musicgen-{small,medium} shapes (T5-base text
+encoder, 32 kHz EnCodec with four codebooks); "tiny" is the same structure shrunk to run on a CPU
+in well under a second.
+"""
+
+from __future__ import annotations
+
+from transformers import EncodecConfig, MusicgenConfig, MusicgenDecoderConfig, T5Config
+
+DECODERS = {
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, ffn_dim=64),
+    "small": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, ffn_dim=4096),
+    "medium": dict(hidden_size=1536, num_hidden_layers=48, num_attention_heads=24, ffn_dim=6144),
+}
+
+
+def architecture(name: str, vocab_size: int = 32128) -> MusicgenConfig:
+    if name == "tiny":
+        text = T5Config(vocab_size=vocab_size, d_model=16, d_ff=32, d_kv=8, num_layers=1, num_heads=2)
+        audio = EncodecConfig(
+            sampling_rate=16000, hidden_size=16, num_filters=4, upsampling_ratios=[8, 5, 4], codebook_size=1024,
+            num_lstm_layers=1, target_bandwidths=[4.0], audio_channels=1, normalize=False,
+        )  # fmt: skip
+        codebooks, vocab = 4, 1024
+    else:
+        text = T5Config(vocab_size=vocab_size, d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_heads=12)
+        audio = EncodecConfig(
+            sampling_rate=32000, hidden_size=128, num_filters=64, upsampling_ratios=[8, 5, 4, 4], codebook_size=2048,
+            num_lstm_layers=2, target_bandwidths=[2.2], audio_channels=1, normalize=False,
+        )  # fmt: skip
+        codebooks, vocab = 4, 2048
+    decoder = MusicgenDecoderConfig(
+        vocab_size=vocab, num_codebooks=codebooks, pad_token_id=vocab, bos_token_id=vocab,
+        max_position_embeddings=2048, **DECODERS[name],
+    )  # fmt: skip
+    return MusicgenConfig(text_encoder=text.to_dict(), audio_encoder=audio.to_dict(), decoder=decoder.to_dict())
