@@ -92,7 +92,7 @@ def test_injected_instructions_stay_data(llm_server, redis_url):
         st = stage(relay.url, redis_url)
         for i in range(3):
             n = st(job(scene, index=i)).narrative
-            assert "pwned" not in n.text.lower() and n.text.startswith(tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+            assert "pwned" not in n.text.lower() and n.template == "narrator/v1"
             assert guard(n.text, inputs=[], player_texts=[]) == n.text
         system, user = relay.bodies[0]["messages"]
         assert "PWNED" not in system["content"]
