@@ -1,0 +1,86 @@
+"""`metabgm up` as an operator runs it: every stage, embedded defaults, one window all the way to a clip."""
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import redis
+import websockets
+
+from metabgm.local import free_port
+
+
+def test_up_runs_the_whole_pipeline(tmp_path, sample_window):
+    port = free_port()
+    data_dir = tmp_path / "instance"
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "metabgm.cli", "up", "--port", str(port), "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        healthy = False
+        while time.monotonic() - started < 20 and not healthy:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                healthy = httpx.get(f"{base}/healthz", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert healthy, f"not healthy after {time.monotonic() - started:.1f} s"
+        assert set(httpx.get(f"{base}/healthz").json()["stages"]) == {"ingest", "narrate", "describe", "synth"}
+
+        printed = subprocess.run(
+            [sys.executable, "-m", "metabgm.cli", "mod-url", "--data-dir", str(data_dir)],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        assert printed.startswith(f"{base}/mod/")
+        assert (
+            printed in proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
+        )
+
+        instance = json.loads((data_dir / "instance.json").read_text())
+        events = redis.Redis.from_url(instance["redis_url"]).pubsub()
+        events.subscribe("metabgm:events:default:novel2430")
+
+        async def mod_session() -> tuple[dict, float]:
+            async with websockets.connect(printed.replace("http://", "ws://") + "/get/new-data/novel2430") as ws:
+                await ws.recv()
+                async with httpx.AsyncClient() as c:
+                    await c.post(f"{printed}/api/input/add-player", json={"PlayerName": "novel2430"})
+                    sent = time.monotonic()
+                    r = await c.post(
+                        f"{printed}/api/input/add-player-data",
+                        json={"PlayerName": "novel2430", "GameStartTime": "0", "Data": sample_window},
+                    )
+                    assert r.json()["state"] == 1
+                return json.loads(await asyncio.wait_for(ws.recv(), 5)), sent
+
+        pushed, sent = asyncio.run(mod_session())
+        assert pushed["data"] == sample_window
+
+        seen: dict[str, tuple[float, dict]] = {}
+        while "now_playing" not in seen and time.monotonic() - sent < 90:
+            msg = events.get_message(timeout=1)
+            if msg and msg["type"] == "message":
+                event = json.loads(msg["data"])
+                seen.setdefault(event["type"], (time.monotonic() - sent, event["data"]))
+        assert seen["scene"][0] < 1.0, f"characterized after {seen['scene'][0]:.2f} s"
+        assert seen["narrative"][1]["text"]
+        playing = seen["now_playing"][1]
+        assert playing["description"]["caption"] and 40 <= playing["description"]["tempo_bpm"] <= 200
+        clip = playing["clip"]
+        clip_file = data_dir / "clips" / clip["url"].rsplit("/", 1)[1]
+        assert clip_file.stat().st_size > 10_000
+        meta = json.loads(clip_file.with_suffix(".json").read_text())
+        assert meta["provenance"]["renderer"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    assert not (data_dir / "instance.json").exists()
