@@ -26,6 +26,7 @@ from rich.table import Table
 
 from metabgm_shared.contracts import Entity, Events, PlayerText, SceneWindow, Vitals
 from metabgm_shared.settings import Secrets
+from metabgm_synth.audio import encode
 
 from .local import Stack
 
@@ -239,7 +240,7 @@ def run(data_dir: Path, out: Path, duration: float | None, window_s: float, port
     for name in SCRIPTS:
         audio = soundtrack(rec.views[name].clips, clip_dir, end)
         if len(audio):
-            sf.write(out / f"{name}.ogg", audio, 44100, format="OGG", subtype="VORBIS")
+            (out / f"{name}.ogg").write_bytes(encode(audio, 44100))
     (out / "session.json").write_text(json.dumps(rec.log, indent=1))
     heard = {n: len(rec.views[n].clips) for n in SCRIPTS}
     console.print(f"Wrote soundtracks and session.json to {out}: clips per player {heard}")

@@ -107,9 +107,17 @@ def finish(r: Rendered, target_lufs: float, ceiling_db: float = CEILING_DB) -> R
     return r
 
 
+# libsndfile's Vorbis encoder segfaults on a single large write (seen with ~60 s of stereo
+# in one call); fed in blocks it is fine.
+ENCODE_BLOCK = 1 << 16
+
+
 def encode(audio: np.ndarray, sr: int) -> bytes:
     buf = io.BytesIO()
-    sf.write(buf, audio, sr, format=FORMAT, subtype=SUBTYPE)
+    channels = 1 if audio.ndim == 1 else audio.shape[1]
+    with sf.SoundFile(buf, "w", sr, channels, format=FORMAT, subtype=SUBTYPE) as out:
+        for start in range(0, len(audio), ENCODE_BLOCK):
+            out.write(audio[start : start + ENCODE_BLOCK])
     return buf.getvalue()
 
 
