@@ -3,10 +3,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # System packages the suite drives for real: a browser for the player page, promtool for the
-# dashboards' PromQL.
+# dashboards' PromQL, WordNet for METEOR's synonym matching.
 need=()
 command -v chromium >/dev/null || need+=(chromium)
 command -v promtool >/dev/null || need+=(prometheus)
+[ -d /usr/share/wordnet ] || need+=(wordnet-base)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
   $sudo apt-get update -qq

@@ -38,8 +38,6 @@ HELPERS = """async () => {
   };
 }"""
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
-
 
 def tones(root_hz: float, seconds: float, accent: float = 1.0) -> np.ndarray:
     """A plucked note on every beat, louder on the downbeat, so bars are audible."""
