@@ -25,7 +25,8 @@ class Common(BaseSettings):
     data_dir: Path = Path(".metabgm")
     metrics_port: int = Field(0, ge=0, le=65535, description="worker /metrics port; 0 = none")
     stale_after_s: float = Field(60.0, gt=0, description="work older than this is dropped")
-    inflight_lease_s: float = Field(300.0, gt=0, description="a lost job frees its player after this")
+    # A lost job frees its player after this; longer than any job may live (stale_after_s).
+    inflight_lease_s: float = Field(120.0, gt=0, description="a lost job frees its player after this")
     heartbeat_s: float = Field(5.0, gt=0)
 
 

@@ -64,7 +64,7 @@ def channel(pk: str) -> str:
 
 
 class Players:
-    def __init__(self, client: redis.Redis, lease_s: float = 300.0) -> None:
+    def __init__(self, client: redis.Redis, lease_s: float = 120.0) -> None:
         self.r = client
         self.lease_ms = int(lease_s * 1000)
         self._claim = client.register_script(_CLAIM)

@@ -24,6 +24,7 @@ class ChangeState(BaseModel):
     accepted_at: float = 0.0
     candidate: str | None = None  # signature of the pending change
     candidate_count: int = 0
+    seen_at: float = 0.0  # arrival time of the newest window judged
 
 
 def signature(s: CharacterizedScene) -> str:

@@ -25,6 +25,10 @@ class IngestStage:
         with self.players.r.lock(f"metabgm:lock:ingest:{pk}", timeout=10, blocking_timeout=10):
             raw = self.players.get(pk, "change")
             state = ChangeState.model_validate(raw) if raw else ChangeState()
+            if job.received_at < state.seen_at:
+                # Workers take a player's windows in parallel; one overtaken by a newer one is old news.
+                metrics.stale_dropped.labels("ingest").inc()
+                return None
             decision, state = decide(
                 state,
                 scene,
@@ -33,6 +37,7 @@ class IngestStage:
                 confirm_windows=self.settings.confirm_windows,
                 min_dwell_s=self.settings.min_dwell_s,
             )
+            state.seen_at = job.received_at
             self.players.put(pk, "change", state.model_dump(mode="json"))
         metrics.decisions.labels(str(decision.changed).lower()).inc()
         w = job.window

@@ -1,0 +1,57 @@
+"""The ingest stage in a real worker process, fed through the real Celery queue."""
+
+import json
+import time
+
+import redis
+
+from metabgm_shared.contracts import Job, SceneWindow
+from metabgm_shared.queues import make_celery, send
+
+
+def window(index: int) -> SceneWindow:
+    # Alternating dimensions: every window is an urgent change the detector passes at once.
+    nether = index % 2 == 1
+    return SceneWindow(
+        server_id="s",
+        player_id="alex",
+        index=index,
+        dimension="nether" if nether else "overworld",
+        biome={"Nether Wastes" if nether else "Plains": 100.0},
+    )
+
+
+def test_burst_for_one_player_runs_one_scene_and_parks_only_the_newest(redis_url, spawn_worker):
+    spawn_worker("metabgm_ingest", "ingest")
+    client = redis.Redis.from_url(redis_url)
+    app = make_celery(redis_url)
+    jobs = [Job(window=window(i)) for i in range(12)]
+    for job in jobs:
+        send(app, "ingest", job.model_dump(mode="json"))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and (client.llen("ingest") or not client.exists("metabgm:pending:s:alex")):
+        time.sleep(0.05)
+    time.sleep(0.5)  # the last windows taken off the queue are judged
+    assert client.llen("narrate") == 1  # one scene in the pipeline for this player
+    parked = Job.model_validate_json(client.get("metabgm:pending:s:alex"))
+    assert parked.window.index == 11  # the newest window, not one overtaken by it
+    state = json.loads(client.hget("metabgm:player:s:alex", "change"))
+    assert state["seen_at"] == jobs[-1].received_at
+
+
+def test_overtaken_window_is_dropped(redis_url, spawn_worker):
+    spawn_worker("metabgm_ingest", "ingest")
+    client = redis.Redis.from_url(redis_url)
+    app = make_celery(redis_url)
+    newer, older = Job(window=window(1)), Job(window=window(0), received_at=time.time() - 5)
+    send(app, "ingest", newer.model_dump(mode="json"))
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not client.hexists("metabgm:player:s:alex", "change"):
+        time.sleep(0.05)
+    send(app, "ingest", older.model_dump(mode="json"))
+    while time.monotonic() < deadline and client.llen("ingest"):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    state = json.loads(client.hget("metabgm:player:s:alex", "change"))
+    assert state["accepted"]["dimension"] == "nether"  # the older overworld window changed nothing
+    assert not client.exists("metabgm:pending:s:alex")
