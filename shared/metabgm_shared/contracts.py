@@ -170,6 +170,7 @@ class Decision(BaseModel):
     score: float
     urgent: bool = False
     reason: str
+    skip: bool = False  # a listener skipped: same scene, other music
 
 
 class Transition(StrEnum):

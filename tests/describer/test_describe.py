@@ -143,3 +143,19 @@ def test_stage_uses_memory_and_stores_the_description(llm_server, redis_url):
     assert players.last_description("s:alex") == first
     second = st(j).description
     assert second.transition is Transition.cut  # urgent into combat, with music already playing
+
+
+def test_a_skip_moves_to_other_music_inside_the_bounds(llm_server):
+    d = describer(llm_server)
+    scene = scenes(12)[3]
+    first = d.describe(scene, "You walk on.")
+    skip = Decision(changed=True, score=1.0, reason="listener skipped", skip=True)
+    again = d.describe(scene, "You walk on.", previous=first, decision=skip)
+    assert inside(d, scene, again)
+    assert again.transition == "crossfade"
+    b = d.prior(scene).bounds
+    if len(b.keys) > 1:
+        assert again.key != first.key
+    if len(b.palette) > len(first.instruments):
+        assert set(again.instruments) - set(first.instruments)
+    assert again.caption != first.caption

@@ -1,5 +1,5 @@
 """The players' must-show: with the whole pipeline up, `metabgm link <player>` prints a URL whose
-page plays that player's clips in headless Chromium, and switches on the next scene."""
+page plays that player's clips in headless Chromium, switches on the next scene, and on a skip."""
 
 import subprocess
 import sys
@@ -54,6 +54,12 @@ def test_link_plays_the_players_clips_and_switches_on_the_next_scene(make_stack)
             switches = page.evaluate("window.metabgm.switches")
             assert [s["to"] for s in switches][:1] == [first] and len(switches) >= 2
             assert page.text_content("#caption") != calm_caption  # the music follows the scene
+
+            # Skip: the same scene comes back with other music.
+            nether_job, nether_caption = page.evaluate("window.metabgm.currentJob"), page.text_content("#caption")
+            page.click("#skip")
+            page.wait_for_function(f"window.metabgm.currentJob !== {nether_job!r}", timeout=90_000)
+            assert page.text_content("#caption") != nether_caption
             assert page.evaluate("window.metabgm.errors") == []
         finally:
             browser.close()

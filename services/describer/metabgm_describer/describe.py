@@ -11,10 +11,12 @@ Precedence, lowest to highest:
    clamped here all the same (source "mixed" when anything had to be clamped or replaced).
 3. The player's preferences, applied last by rules (the LLM never sees them): `avoid` removes
    instruments (or a genre's instruments), `favour` adds them, `intensity_cap` caps intensity.
-4. The transition follows the change decision: no previous music -> crossfade; an urgent change
+4. A listener's skip (`decision.skip`) moves to the next key and music mode the bounds allow and
+   to palette instruments that were not playing, before the preferences.
+5. The transition follows the change decision: no previous music or a skip -> crossfade; an urgent change
    into combat or danger -> cut; any other urgent change -> crossfade; the same music mode,
    tempo within 8 bpm and intensity within 0.15 of the previous -> continue; else crossfade.
-5. The caption is rebuilt from the final attributes (and the LLM's mood words when they are
+6. The caption is rebuilt from the final attributes (and the LLM's mood words when they are
    plain words no player wrote), so it never contradicts them.
 
 When the LLM is unavailable or answers nonsense, the description is the prior's (source "prior",
@@ -131,9 +133,29 @@ def apply_preferences(attrs: dict, genre: str, prefs: Preferences, palette: tupl
     return {**attrs, "instruments": instruments[:6], "intensity": min(attrs["intensity"], prefs.intensity_cap)}, genre
 
 
+def vary(attrs: dict, p: Prior, previous: MusicDescription | None) -> dict:
+    """A listener skipped: the same scene, other music inside the same bounds (the next key and
+    music mode the bounds allow, the palette's instruments that were not playing first)."""
+    if previous is None:
+        return attrs
+    b = p.bounds
+
+    def after(options: list[str], current: str) -> str:
+        return options[(options.index(current) + 1) % len(options)] if current in options else options[0]
+
+    fresh = [i for i in b.palette if i not in previous.instruments]
+    instruments = (fresh + [i for i in attrs["instruments"] if i not in fresh])[: max(1, len(attrs["instruments"]))]
+    return {
+        **attrs,
+        "key": after(list(b.keys), previous.key),
+        "mode": after([m.value for m in b.modes], previous.mode),
+        "instruments": instruments,
+    }
+
+
 def transition(decision: Decision | None, scene: CharacterizedScene, previous: MusicDescription | None,
                attrs: dict) -> Transition:  # fmt: skip
-    if previous is None:
+    if previous is None or (decision is not None and decision.skip):
         return Transition.crossfade
     if decision is not None and decision.urgent:
         return Transition.cut if scene.mode in (Mode.combat, Mode.danger) else Transition.crossfade
@@ -211,6 +233,8 @@ class Describe:
             source = "mixed" if clamped else "llm"
         except LLMError:
             metrics.llm_fallbacks.labels("describe").inc()
+        if decision is not None and decision.skip:
+            attrs = vary(attrs, p, previous)
         attrs, genre = apply_preferences(attrs, p.genre, prefs or Preferences(), p.bounds.palette)
         return MusicDescription(
             caption=caption(attrs, genre),

@@ -20,6 +20,8 @@ class IngestStage:
 
     def __call__(self, job: Job) -> Job | None:
         pk = job.player_key
+        if job.decision is not None and job.decision.skip:
+            return self.again(job)
         scene = characterize(job.window, self.settings.max_features)
         # One window at a time per player: the detector's memory is read, then written.
         with self.players.r.lock(f"metabgm:lock:ingest:{pk}", timeout=10, blocking_timeout=10):
@@ -53,3 +55,12 @@ class IngestStage:
         if not decision.changed:
             return None
         return job.model_copy(update={"scene": scene, "decision": decision})
+
+    def again(self, job: Job) -> Job | None:
+        """A listener skipped: the scene the music was made for goes round again, through the
+        same latest-wins admission as any change."""
+        raw = self.players.get(job.player_key, "change")
+        state = ChangeState.model_validate(raw) if raw else ChangeState()
+        if state.accepted is None:
+            return None
+        return job.model_copy(update={"scene": state.accepted})

@@ -20,13 +20,15 @@ from html import escape
 from pathlib import Path
 from typing import Annotated, Literal
 
+import anyio
 from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from metabgm_shared import metrics
-from metabgm_shared.contracts import IDENT_RE, Event, Ident, Preferences
+from metabgm_shared.contracts import IDENT_RE, Decision, Event, Ident, Job, Preferences, SceneWindow
 from metabgm_shared.instruments import NAMES
+from metabgm_shared.queues import send
 from metabgm_shared.state import PREFIX, channel, player_key
 
 from ..body import BadInput, describe_errors, read_json
@@ -240,10 +242,16 @@ async def feedback(token: str, request: Request, svc: ServicesDep) -> dict:
     _limit(svc, pk)
     body = _validate(FeedbackIn, await read_json(request, SMALL_BODY))
     metrics.feedback.labels(body.kind).inc()
-    # Kept for the describer (a skip may later ask for a new description); newest first.
+    # Kept for operators and future tuning; newest first.
     key = f"{PREFIX}:feedback:{pk}"
     entry = json.dumps({"kind": body.kind, "job_id": body.job_id, "at": time.time()})
     await svc.redis.pipeline().lpush(key, entry).ltrim(key, 0, 99).execute()
+    if body.kind == "skip":
+        # The current scene goes round again for other music, through ingest's admission.
+        server_id, player_id = _player(svc, token)
+        decision = Decision(changed=True, score=1.0, reason="listener skipped", skip=True)
+        job = Job(window=SceneWindow(server_id=server_id, player_id=player_id), decision=decision)
+        await anyio.to_thread.run_sync(send, svc.celery, "ingest", job.model_dump(mode="json"))
     return {"recorded": body.kind}
 
 
