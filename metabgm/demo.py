@@ -19,13 +19,13 @@ import httpx
 import numpy as np
 import redis
 import soundfile as sf
-from itsdangerous import URLSafeTimedSerializer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from metabgm_gateway.deps import Links
 from metabgm_shared.contracts import Entity, Events, PlayerText, SceneWindow, Vitals
-from metabgm_shared.settings import Secrets
+from metabgm_shared.settings import Gateway, Secrets
 from metabgm_synth.audio import encode
 
 from .local import Stack
@@ -195,18 +195,18 @@ def run(data_dir: Path, out: Path, duration: float | None, window_s: float, port
     started = time.monotonic()
     stack.start(timeout=180)
     console.print(f"Up in {time.monotonic() - started:.1f} s at {stack.base_url}")
-    secrets = Secrets(stack.data_dir)
-    signer = URLSafeTimedSerializer(secrets.link_secret, salt="listen")
-    rec = Recorder(stack.redis_url)
-    rec.start()
-    for name in SCRIPTS:
-        rec.views[name].link = f"{stack.base_url}/listen/{signer.dumps({'s': SERVER, 'p': name})}"
-    headers = {"Authorization": f"Bearer {secrets.collector_token}"}
     steps = max(len(s) for s in SCRIPTS.values()) * 2  # each scene lasts two windows
     total = duration if duration is not None else steps * window_s + 4 * window_s
-    t0 = time.monotonic()
     sent = 0
+    rec = Recorder(stack.redis_url)
     try:
+        rec.start()
+        secrets = Secrets(stack.data_dir)
+        links = Links.from_secret(secrets.link_secret, Gateway.model_fields["link_ttl_s"].default)
+        for name in SCRIPTS:
+            rec.views[name].link = links.url(stack.base_url, SERVER, name)
+        headers = {"Authorization": f"Bearer {secrets.collector_token}"}
+        t0 = time.monotonic()
         with (
             httpx.Client(base_url=stack.base_url, headers=headers, timeout=10) as client,
             Live(render(rec, 0), console=console, refresh_per_second=2) as live,

@@ -73,14 +73,21 @@ class Stack:
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
         logs = self.data_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
-        out = open(logs / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child for its life
-        proc = subprocess.Popen(
-            args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd()
-        )
+        with open(logs / f"{name}.log", "ab") as out:  # the child keeps its own copy of the handle
+            proc = subprocess.Popen(
+                args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd()
+            )
         self.procs[name] = proc
         return proc
 
     def start(self, timeout: float = 60.0) -> Stack:
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # the children run in their own sessions: nothing else would stop them
+            raise
+
+    def _start(self, timeout: float) -> Stack:
         self.data_dir = self.data_dir.resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         Secrets(self.data_dir).values  # noqa: B018 - made once, shared by every process

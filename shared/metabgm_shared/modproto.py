@@ -5,7 +5,9 @@ Labels arrive exactly as the mod spells them, typos included (`Toching Water`, `
 
 Unknown labels, handled on purpose and counted in `metabgm_unknown_labels_total`:
 - open vocabularies (`Biome`, `BiomePredict`, `Monster`) keep an unknown label: a newer game
-  version adds biomes and mobs, and a `Monster` entry is hostile by the mod's definition;
+  version adds biomes and mobs, and a `Monster` entry is hostile by the mod's definition. Such a
+  label reaches the LLM prompts as scene data, so it must look like a game name (a biome: up to
+  four Title Case words; a mob: one lowercase word); anything else becomes `Unknown` / `unknown`;
 - closed vocabularies (`Time`, `Climate`, `Health`, ...) drop an unknown label: nothing downstream
   could interpret it, and guessing would put words in the player's mouth;
 - unknown top-level keys are ignored.
@@ -16,6 +18,7 @@ window with a message (`ModWindowError`): nothing is guessed, nothing crashes.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +65,10 @@ def _number(key: str, label: str, value: Any, upper: float) -> float:
     return float(value)
 
 
+BIOME_NAME = re.compile(r"^[A-Z][a-z']*( [A-Z][a-z']*){0,3}$")
+MOB_NAME = re.compile(r"^[a-z_]{2,24}$")
+
+
 def _map(data: dict, key: str, upper: float = 100.0) -> dict[str, float]:
     raw = data.get(key, {})
     if raw is None:
@@ -103,18 +110,28 @@ def from_mod(
                 on_unknown(key)
 
     def biomes(key: str) -> dict[str, float]:
-        return {BIOME_SPELLING.get(b, b): s for b, s in _map(data, key).items()}
+        out: dict[str, float] = {}
+        for label, share in _map(data, key).items():
+            name = BIOME_SPELLING.get(label, label)
+            if not BIOME_NAME.match(name):
+                on_unknown(key)
+                name = "Unknown"
+            out[name] = min(100.0, out.get(name, 0.0) + share)
+        return out
 
     biome = biomes("Biome")
     monsters = _map(data, "Monster", upper=10_000.0)
     total = monsters.pop("sum", None)
-    entities = []
+    counts: dict[str, float] = {}
     for name, count in monsters.items():
         canonical = MONSTER_SPELLING.get(name, name)
         if canonical not in KNOWN_MONSTERS:
             on_unknown("Monster")
+            if not MOB_NAME.match(canonical):
+                canonical = "unknown"
         if count > 0:
-            entities.append(Entity(type=canonical, hostile=True, count=count))
+            counts[canonical] = counts.get(canonical, 0.0) + count
+    entities = [Entity(type=name, hostile=True, count=count) for name, count in counts.items()]
     entities.sort(key=lambda e: (-e.count, e.type))
 
     dominant = max(biome, key=biome.__getitem__) if biome else None

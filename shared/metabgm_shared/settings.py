@@ -6,6 +6,7 @@ start-up with a message naming it.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from functools import cached_property
 from pathlib import Path
@@ -66,8 +67,14 @@ class Describer(LLM):
     prior_intensity_margin: float = Field(0.15, ge=0, le=1)
 
 
+def _cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
 class Synth(Common):
     renderer: Literal["cpu", "musicgen"] = "cpu"
+    # CPU renders in parallel: the cores this process may use (the container's, not the node's).
+    concurrency: int = Field(default_factory=_cores, ge=1, le=64)
     clip_dir: Path | None = None  # default: <data_dir>/clips
     cache_max_bytes: int = Field(2 * 1024**3, ge=1024**2)
     clip_bars: int = Field(8, ge=1, le=64)
@@ -95,7 +102,7 @@ class Gateway(Common):
     collector_burst: int = Field(100, ge=1)
     mod_server_id: str = "default"  # the server anonymous mod traffic is bound to
     mod_open: bool = False  # accept the mod on the bare /api/input paths, without the secret prefix
-    mod_idle_s: float = Field(60.0, gt=0)
+    mod_idle_s: float = Field(60.0, ge=1)
     link_ttl_s: int = Field(12 * 3600, ge=60)
     required_stages: str = "ingest,narrate,describe,synth"
     clip_dir: Path | None = None  # default: <data_dir>/clips, as the synth stage writes them

@@ -101,6 +101,11 @@ class Players:
     def put(self, pk: str, field: str, value: dict) -> None:
         self.r.hset(self._hash(pk), field, json.dumps(value))
 
+    def forget_scene(self, pk: str) -> None:
+        """The scene the music was to be made for never got it (failed, stale): forget the change
+        detector's memory, so the player's next window counts as a first scene and is heard."""
+        self.r.hdel(self._hash(pk), "change")
+
     def push_narrative(self, pk: str, text: str, keep: int = 3) -> None:
         key = f"{PREFIX}:narratives:{pk}"
         self.r.pipeline().lpush(key, text).ltrim(key, 0, keep - 1).execute()
@@ -147,6 +152,3 @@ class Heartbeat:
         self._stop.set()
         self.r.delete(self.key)
 
-
-def live_stages(client: redis.Redis) -> set[str]:
-    return {key.decode().split(":")[2] for key in client.scan_iter(f"{PREFIX}:hb:*", count=1000)}

@@ -47,11 +47,15 @@ class Pipeline:
             metrics.coalesced.inc()
         return admission
 
-    def finish(self, job: Job) -> None:
-        """The job's turn is over: start the newest parked scene, dropping stale ones."""
+    def finish(self, job: Job, delivered: bool = True) -> None:
+        """The job's turn is over: start the newest parked scene, dropping stale ones. A job that
+        did not deliver music makes the player's next window count as a first scene."""
+        if not delivered:
+            self.players.forget_scene(job.player_key)
         nxt = self.players.release(job)
         while nxt is not None and self.is_stale(nxt):
             metrics.stale_dropped.labels("pending").inc()
+            self.players.forget_scene(nxt.player_key)
             nxt = self.players.release(nxt)
         if nxt is not None:
             send(self.app, "narrate", nxt.model_dump(mode="json"))
@@ -66,7 +70,7 @@ def run_stage(pipeline: Pipeline, stage: str, fn: Stage, payload: dict) -> None:
         return
     if stage != "ingest" and pipeline.is_stale(job):
         metrics.stale_dropped.labels(stage).inc()
-        pipeline.finish(job)
+        pipeline.finish(job, delivered=False)
         return
     started = time.perf_counter()
     try:
@@ -75,7 +79,7 @@ def run_stage(pipeline: Pipeline, stage: str, fn: Stage, payload: dict) -> None:
         metrics.errors.labels(stage, type(exc).__name__).inc()
         log.exception("%s failed for %s", stage, job.player_key)
         if stage != "ingest":
-            pipeline.finish(job)
+            pipeline.finish(job, delivered=False)
         return
     spent = time.perf_counter() - started
     metrics.stage_latency.labels(stage).observe(spent)

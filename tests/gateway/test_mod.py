@@ -42,7 +42,7 @@ def test_mod_protocol_end_to_end(ingest_stack, mod_base, sample_window):
     assert scene is not None, "the ingest worker did not characterize the window"
     assert elapsed < 1.0, f"characterized after {elapsed:.2f} s"
     assert scene["scene"]["mode"] == "night"
-    assert scene["decision"] == {"changed": True, "score": 1.0, "urgent": True, "reason": "first scene"}
+    assert scene["decision"] == {"changed": True, "score": 1.0, "urgent": True, "reason": "first scene", "skip": False}
     # a changed scene goes on to the narrator's queue
     client = redis.Redis.from_url(ingest_stack.redis_url)
     deadline = time.monotonic() + 5

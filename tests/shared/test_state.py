@@ -99,8 +99,10 @@ def test_stale_job_is_dropped_at_a_stage_and_frees_the_player(pipeline, players)
     old = job(1, received_at=time.time() - 3600)
     players.admit(old)
     called = []
+    players.put(old.player_key, "change", {"accepted": None, "seen_at": 1.0})
     run_stage(pipeline, "describe", called.append, old.model_dump(mode="json"))
     assert called == []
+    assert players.get(old.player_key, "change") is None
     assert metrics.stale_dropped.labels("describe")._value.get() == before + 1
     assert players.inflight_count() == 0
 
@@ -113,6 +115,9 @@ def test_a_failing_stage_frees_the_player_and_does_not_raise(pipeline, players):
     def boom(_):
         raise RuntimeError("renderer exploded")
 
+    players.put(first.player_key, "change", {"accepted": None, "seen_at": 1.0})
     run_stage(pipeline, "synth", boom, first.model_dump(mode="json"))
     assert players.r.llen("narrate") == 1  # the parked job went on
+    # the failed scene was never heard: the next window counts as a first scene again
+    assert players.get(first.player_key, "change") is None
     run_stage(pipeline, "synth", boom, {"not": "a job"})  # malformed payloads are dropped, not raised

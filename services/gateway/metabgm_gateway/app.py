@@ -9,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from metabgm_shared import metrics
 from metabgm_shared.queues import make_celery
@@ -49,6 +51,15 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         metrics.rejected.labels("validation").inc()
         return JSONResponse({"detail": describe_errors(exc.errors())}, status_code=422)
+
+    @app.exception_handler(RedisError)
+    @app.exception_handler(OperationalError)
+    async def broker_down(request: Request, exc: Exception) -> JSONResponse:
+        # Nothing was accepted: the client keeps its data and retries.
+        metrics.errors.labels("gateway", "broker").inc()
+        message = "pipeline unavailable (broker unreachable): retry shortly"
+        body = {"state": 0, "data": message} if mod.is_mod_path(request.url.path) else {"detail": message}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
     for router in (ops.router, collect.router, mod.router, listen.router):
         app.include_router(router)

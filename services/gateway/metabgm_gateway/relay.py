@@ -55,9 +55,12 @@ class Relay:
     @contextlib.asynccontextmanager
     async def listen(self, chan: str) -> AsyncIterator[asyncio.Queue]:
         queue: asyncio.Queue = asyncio.Queue()
-        if not self.listeners[chan]:
-            await self.pubsub.subscribe(chan)
+        # Registered before the await: a socket of the same player leaving meanwhile must see
+        # this one and keep the subscription.
+        first = not self.listeners[chan]
         self.listeners[chan].add(queue)
+        if first:
+            await self.pubsub.subscribe(chan)
         try:
             yield queue
         finally:

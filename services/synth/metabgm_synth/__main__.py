@@ -1,5 +1,3 @@
-import os
-
 from metabgm_shared.settings import Synth
 from metabgm_shared.worker import runtime, serve
 
@@ -28,7 +26,7 @@ def main() -> None:
         serve(rt, "synth", SynthStage(settings, rt.players, renderer), pool="threads", concurrency=renderer.batch)
     else:
         # Threads, not prefork: the metrics observed in tasks must reach this process's /metrics.
-        serve(rt, "synth", SynthStage(settings, rt.players, renderer), pool="threads", concurrency=os.cpu_count() or 1)
+        serve(rt, "synth", SynthStage(settings, rt.players, renderer), pool="threads", concurrency=settings.concurrency)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from pathlib import Path
 
 from metabgm_shared import metrics
@@ -68,7 +69,8 @@ class ClipStore:
         return clip
 
     def _write(self, name: str, data: bytes) -> None:
-        tmp = self.path(f".{name}.{os.getpid()}.tmp")
+        # Unique per writer: threads share a pid, and replicas share the volume (often all pid 1).
+        tmp = self.path(f".{name}.{uuid.uuid4().hex}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, self.path(name))
 
@@ -78,7 +80,10 @@ class ClipStore:
         for entry in os.scandir(self.root):
             if entry.name.startswith(".") or not entry.is_file():
                 continue
-            st = entry.stat()
+            try:
+                st = entry.stat()
+            except FileNotFoundError:  # evicted by another thread or replica meanwhile
+                continue
             key = entry.name.split(".", 1)[0]
             access, size = keys.get(key, (0.0, 0))
             if entry.name.endswith(".json"):

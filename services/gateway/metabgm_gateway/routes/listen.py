@@ -13,6 +13,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import time
@@ -100,7 +101,12 @@ async def page(token: str, svc: ServicesDep) -> HTMLResponse:
     except BadInput as exc:
         html = f"<!doctype html><title>MetaBGM</title><p>{escape(str(exc.detail))}</p>"
         return HTMLResponse(html, status_code=exc.status_code, headers=PAGE_HEADERS)
-    return HTMLResponse((STATIC / "index.html").read_text(), headers=PAGE_HEADERS)
+    return HTMLResponse(_index(), headers=PAGE_HEADERS)
+
+
+@functools.cache
+def _index() -> str:
+    return (STATIC / "index.html").read_text()
 
 
 def render(event: dict) -> dict | None:
@@ -238,7 +244,8 @@ class FeedbackIn(BaseModel):
 
 @router.post("/listen/{token}/feedback")
 async def feedback(token: str, request: Request, svc: ServicesDep) -> dict:
-    pk = player_key(*_player(svc, token))
+    server_id, player_id = _player(svc, token)
+    pk = player_key(server_id, player_id)
     _limit(svc, pk)
     body = _validate(FeedbackIn, await read_json(request, SMALL_BODY))
     metrics.feedback.labels(body.kind).inc()
@@ -248,7 +255,6 @@ async def feedback(token: str, request: Request, svc: ServicesDep) -> dict:
     await svc.redis.pipeline().lpush(key, entry).ltrim(key, 0, 99).execute()
     if body.kind == "skip":
         # The current scene goes round again for other music, through ingest's admission.
-        server_id, player_id = _player(svc, token)
         decision = Decision(changed=True, score=1.0, reason="listener skipped", skip=True)
         job = Job(window=SceneWindow(server_id=server_id, player_id=player_id), decision=decision)
         await anyio.to_thread.run_sync(send, svc.celery, "ingest", job.model_dump(mode="json"))

@@ -29,6 +29,10 @@ from ..sockets import forward
 router = APIRouter(tags=["mod"])
 
 
+def is_mod_path(path: str) -> bool:
+    return path.startswith(("/mod/", "/api/input/", "/get/new-data/"))
+
+
 def reply(data, status: int = 200) -> JSONResponse:
     return JSONResponse({"state": 1 if status < 400 else 0, "data": data}, status_code=status)
 
