@@ -151,4 +151,3 @@ class Heartbeat:
     def stop(self) -> None:
         self._stop.set()
         self.r.delete(self.key)
-
