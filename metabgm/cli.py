@@ -54,6 +54,15 @@ def cmd_mod_url(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collector_token(args: argparse.Namespace) -> int:
+    if not IDENT_RE.match(args.name):
+        print(f"error: {args.name!r} is not 1-64 letters, digits, '_', '.', '-'", file=sys.stderr)
+        return 2
+    secrets = Secrets(args.data_dir.resolve())
+    print(secrets.collector_token if args.name == "default" else secrets.add_collector(args.name))
+    return 0
+
+
 def cmd_link(args: argparse.Namespace) -> int:
     from metabgm_gateway.deps import Links
 
@@ -90,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--host", default="127.0.0.1")
     command("mod-url", cmd_mod_url, "print the URL to put into the seed mod's URL setting")
+    token = command("collector-token", cmd_collector_token, "print (and make) a collector's bearer token")
+    token.add_argument("name", nargs="?", default="default")
     demo = command("demo", cmd_demo, "run the pipeline with a built-in multi-player session")
     demo.add_argument("--out", type=Path, default=Path("out"), help="soundtracks and session log go here")
     demo.add_argument("--duration", type=float, default=None, help="seconds; default: the whole script")

@@ -121,7 +121,10 @@ class Secrets:
 
     def __init__(self, data_dir: Path, environment: str = "local") -> None:
         self.path = data_dir / "secrets.json"
+        self.collectors_path = data_dir / "collectors.json"
         self.environment = environment
+        self._collectors: dict[str, str] | None = None
+        self._collectors_mtime: float | None = None
 
     @cached_property
     def values(self) -> dict[str, str]:
@@ -147,7 +150,35 @@ class Secrets:
 
     @property
     def collector_token(self) -> str:
+        """The token of the collector named `default`."""
         return self.values["collector_token"]
+
+    def collectors(self) -> dict[str, str]:
+        """Collector name -> bearer token: `default`, the named ones in `<data_dir>/collectors.json`
+        (`metabgm collector-token NAME` adds one; read again when it changes) and
+        `METABGM_COLLECTOR_TOKENS` (`name:token,...`, for deployments)."""
+        try:
+            mtime = self.collectors_path.stat().st_mtime
+        except FileNotFoundError:
+            mtime = None
+        if self._collectors is None or mtime != self._collectors_mtime:
+            named = json.loads(self.collectors_path.read_text()) if mtime is not None else {}
+            env = os.environ.get("METABGM_COLLECTOR_TOKENS", "")
+            named.update(dict(pair.split(":", 1) for pair in env.split(",") if ":" in pair))
+            weak = [n for n, t in named.items() if len(t) < 16]
+            if weak:
+                raise RuntimeError(f"collector tokens too weak (need 16+ characters): {', '.join(weak)}")
+            self._collectors, self._collectors_mtime = {"default": self.collector_token, **named}, mtime
+        return self._collectors
+
+    def add_collector(self, name: str) -> str:
+        named = json.loads(self.collectors_path.read_text()) if self.collectors_path.exists() else {}
+        if name not in named:
+            named[name] = secrets.token_urlsafe(24)
+            self.collectors_path.parent.mkdir(parents=True, exist_ok=True)
+            self.collectors_path.write_text(json.dumps(named, indent=2))
+            self.collectors_path.chmod(0o600)
+        return named[name]
 
     @property
     def mod_key(self) -> str:

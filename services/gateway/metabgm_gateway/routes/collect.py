@@ -22,18 +22,22 @@ router = APIRouter(prefix="/v1", tags=["collectors"])
 
 
 def collector(svc: ServicesDep, authorization: Annotated[str | None, Header()] = None) -> str:
+    """The name of the collector whose bearer token this is; each collector has its own rate limit."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         metrics.rejected.labels("auth").inc()
         raise BadInput(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-    if not hmac.compare_digest(token.encode(), svc.secrets.collector_token.encode()):
+    # Every token is compared, so the time taken does not tell which one came close.
+    matches = [n for n, t in svc.secrets.collectors().items() if hmac.compare_digest(token.encode(), t.encode())]
+    if not matches:
         metrics.rejected.labels("auth").inc()
         raise BadInput(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
-    if not svc.buckets.allow("collector"):
+    name = matches[0]
+    if not svc.buckets.allow(f"collector:{name}"):
         metrics.rejected.labels("rate").inc()
-        raise BadInput(429, "rate limit exceeded: slow down", headers={"Retry-After": "1"})
-    svc.seen("collector")
-    return "collector"
+        raise BadInput(429, f"rate limit exceeded for collector {name}: slow down", headers={"Retry-After": "1"})
+    svc.seen(f"collector:{name}")
+    return name
 
 
 CollectorDep = Annotated[str, Depends(collector)]
