@@ -119,7 +119,10 @@ class Players:
         return Preferences.model_validate(raw) if raw else Preferences()
 
     def last_description(self, pk: str) -> MusicDescription | None:
-        raw = self.get(pk, "description")
+        """The music the player hears now, else (nothing rendered yet) the last one described:
+        transitions are judged against what is actually playing."""
+        playing = self.get(pk, "now_playing") or {}
+        raw = playing.get("data", {}).get("description") or self.get(pk, "description")
         return MusicDescription.model_validate(raw) if raw else None
 
     # -- events -----------------------------------------------------------------------------

@@ -121,3 +121,18 @@ def test_a_failing_stage_frees_the_player_and_does_not_raise(pipeline, players):
     # the failed scene was never heard: the next window counts as a first scene again
     assert players.get(first.player_key, "change") is None
     run_stage(pipeline, "synth", boom, {"not": "a job"})  # malformed payloads are dropped, not raised
+
+
+def test_last_description_is_what_the_player_hears(players):
+    from metabgm_shared.contracts import Event, MusicDescription
+
+    def desc(bpm: int) -> MusicDescription:
+        return MusicDescription(caption="x", tempo_bpm=bpm, key="C", mode="major", instruments=["piano"], intensity=0.5)
+
+    assert players.last_description("s:alex") is None
+    players.put("s:alex", "description", desc(90).model_dump(mode="json"))
+    assert players.last_description("s:alex").tempo_bpm == 90  # nothing playing yet
+    playing = Event(type="now_playing", server_id="s", player_id="alex", data={"description": desc(70).model_dump()})
+    players.publish(playing)
+    players.put("s:alex", "description", desc(120).model_dump(mode="json"))  # described, not yet rendered
+    assert players.last_description("s:alex").tempo_bpm == 70
