@@ -25,9 +25,20 @@ def mod_url(data_dir: Path) -> str:
     return f"{_base_url(data_dir)}/mod/{Secrets(data_dir).mod_key}"
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop cleanly, even where the shell started us with SIGINT ignored
+    (a background job): the children run in their own sessions and only we can stop them."""
+
+    def stop(*_) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     stack = Stack(data_dir=args.data_dir, port=args.port, host=args.host)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    stop_on_signals()
     started = time.monotonic()
     try:
         stack.start()
@@ -82,7 +93,11 @@ def cmd_link(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run
 
-    return run(args.data_dir, args.out, args.duration, args.window_s, args.port)
+    stop_on_signals()
+    try:
+        return run(args.data_dir, args.out, args.duration, args.window_s, args.port)
+    except KeyboardInterrupt:  # before the session started: the stack has stopped itself
+        return 130
 
 
 def main(argv: list[str] | None = None) -> int:
