@@ -21,9 +21,6 @@ import warnings
 from functools import cache
 from pathlib import Path
 
-from rouge_score import rouge_scorer
-from sacrebleu.metrics import BLEU
-
 WORDNET_DIRS = ("/usr/share/wordnet", "/usr/local/share/wordnet")
 # WordNet 3.0's lexicographer files, in file-number order (the `lexnames` index).
 LEXNAMES = (
@@ -79,6 +76,9 @@ def meteor_variant(wn) -> str:
 
 
 def bleu(hyps: list[str], refs: list[str], n: int) -> float:
+    # The scorers come with the `eval` extra; imported here so `metabgm` runs without it.
+    from sacrebleu.metrics import BLEU
+
     return BLEU(max_ngram_order=n).corpus_score(hyps, [refs]).score
 
 
@@ -91,6 +91,8 @@ def meteor(hyps: list[str], refs: list[str], wn=None) -> float:
 
 
 def rouge_l(hyps: list[str], refs: list[str]) -> float:
+    from rouge_score import rouge_scorer
+
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     scores = [scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs, strict=True)]
     return 100 * sum(scores) / len(scores) if scores else 0.0

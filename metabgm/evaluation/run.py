@@ -260,10 +260,24 @@ def _table(rows: list[dict], meta: dict):
     return table
 
 
+def missing(extra: str, modules: tuple[str, ...]) -> bool:
+    """True, with a message, when an optional extra this command needs is not installed."""
+    import importlib.util
+
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if absent:
+        print(f"error: this command needs the `{extra}` extra ({', '.join(absent)} missing): "
+              f"scripts/setup.sh {extra}", file=sys.stderr)  # fmt: skip
+    return bool(absent)
+
+
 def cmd_eval(args) -> int:
     from rich.console import Console
 
     from . import dataset
+
+    if missing("eval", ("sacrebleu", "rouge_score", "nltk")):
+        return 2
 
     triples = dataset.load(args.refs)[: args.limit or None]
     out = args.out or args.data_dir / "eval"
@@ -322,6 +336,8 @@ def cmd_label(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if missing("gpu", ("torch", "transformers", "peft")):
+        return 2
     from . import dataset, train
 
     s = train.LoraSettings(r=args.r, alpha=args.alpha, dropout=args.dropout, lr=args.lr, epochs=args.epochs,
