@@ -102,3 +102,25 @@ def test_deterministic(session_windows):
     for row in session_windows[:20]:
         w = from_mod(row["Data"], server_id="s", player_id=row["PlayerName"])
         assert characterize(w) == characterize(w)
+
+
+def test_collector_numbers_become_the_mods_levels():
+    near_death = characterize(window(vitals=Vitals(health_points=3.0, max_health=20.0, food=4.0)))
+    assert near_death.health == "Dying" and near_death.hunger == "Hungry"
+    assert near_death.mode is Mode.danger
+    hearty = characterize(window(vitals=Vitals(health_points=40.0, max_health=40.0, food=20.0)))
+    assert hearty.health == "Full" and hearty.hunger == "Full" and hearty.mode is Mode.exploration
+    assert "health" not in hearty.text  # full bars say nothing, whoever measured them
+
+
+def test_drowning_and_deaths_are_danger_with_their_features():
+    drowning = characterize(window(status={"Touching Water": 100.0}, vitals=Vitals(air=10.0)))
+    assert drowning.mode is Mode.danger and "air: 10%" in drowning.text
+    died = characterize(window(events=Events(deaths=1, damage_sources=["fall", "fall", "zombie"])))
+    assert died.mode is Mode.danger
+    assert "hurt by: fall, zombie" in died.text and "deaths: 1" in died.text
+
+
+def test_action_colours_calm_scenes():
+    scene = characterize(window(action="mining", biome={"Dripstone Caves": 100.0}))
+    assert scene.mode is Mode.cave and "action: mining" in scene.text

@@ -5,17 +5,21 @@
 2. Cut precision: shares to whole percent, mob counts to one decimal.
 3. Reduce each distribution to its dominant label with its share; a second label is kept only
    when its share is at least `SECOND_LABEL_MIN` percent (a biome border, a sunset turning to
-   night). A label at 100 % is written without its share.
+   night). A label at 100 % is written without its share. Numbers a collector sends instead of
+   the mod's levels (health points of max, food) become the mod's level, same bands, at 100 %.
 4. Classify the context mode, first match wins:
    combat (attacked >= 20 % of the window, or >= 2 hostile mobs on average),
-   danger (health Dying/Die >= 30 %, on fire or in lava >= 20 %, or starving >= 50 %),
+   danger (health Dying/Die >= 30 %, on fire or in lava >= 20 %, starving >= 50 %, air below
+   30 %, or a death in the window),
    nether / end (by dimension), underwater (touching water >= 60 %),
    cave (a cave biome), night (Night or Midnight dominant), travel (sprinting >= 50 %,
    on a rail >= 30 %, or heading into another biome), otherwise exploration.
 5. Order the features by that mode's priorities (`PRIORITIES`) and keep at most `max_features`:
    in combat attacked, attackers and health lead and weather is dropped; exploring, biome, time
    and weather lead. A feature missing from the mode's list is dropped.
-6. Render `text`, a compact prompt-ready form: `mode: combat; attacked: 80%; attackers: zombie
+6. Events and vitals a native collector adds appear as features where the mode cares: `hurt by`
+   (damage sources), `deaths`, `air` (below a full breath), `action`.
+7. Render `text`, a compact prompt-ready form: `mode: combat; attacked: 80%; attackers: zombie
    2.0, skeleton 1.0; health: Dying 60%, Normal 40%`. Player-written text is never part of it:
    it travels apart, in `texts`, marked untrusted.
 """
@@ -28,16 +32,35 @@ SECOND_LABEL_MIN = 30
 CAVE_BIOMES = {"Deep Dark", "Dripstone Caves", "Lush Caves"}
 
 PRIORITIES: dict[Mode, tuple[str, ...]] = {
-    Mode.combat: ("attacked", "attackers", "health", "hunger", "status", "biome", "time"),
-    Mode.danger: ("health", "status", "hunger", "attackers", "biome", "time"),
-    Mode.nether: ("biome", "attackers", "health", "status", "heading", "time"),
-    Mode.end: ("biome", "attackers", "health", "status", "heading"),
-    Mode.underwater: ("status", "health", "biome", "attackers", "time"),
-    Mode.cave: ("biome", "attackers", "health", "time", "status"),
-    Mode.night: ("time", "biome", "weather", "attackers", "health", "heading"),
-    Mode.travel: ("motion", "biome", "heading", "time", "weather"),
-    Mode.exploration: ("biome", "time", "weather", "heading", "temperature", "motion"),
+    Mode.combat: ("attacked", "attackers", "health", "hurt by", "hunger", "status", "biome", "time"),
+    Mode.danger: ("health", "air", "status", "hurt by", "deaths", "hunger", "attackers", "biome", "time"),
+    Mode.nether: ("biome", "attackers", "health", "hurt by", "status", "heading", "time"),
+    Mode.end: ("biome", "attackers", "health", "hurt by", "status", "heading"),
+    Mode.underwater: ("status", "air", "health", "biome", "attackers", "time"),
+    Mode.cave: ("biome", "attackers", "health", "action", "time", "status"),
+    Mode.night: ("time", "biome", "weather", "attackers", "health", "heading", "action"),
+    Mode.travel: ("motion", "action", "biome", "heading", "time", "weather"),
+    Mode.exploration: ("biome", "time", "weather", "heading", "action", "temperature", "motion"),
 }
+LOW_AIR = 30  # percent of a full breath: drowning is near
+
+
+def _level(value: float, scale: float, bands: tuple[tuple[float, str], ...], top: str) -> dict[str, float]:
+    """A collector's number as the mod's level at 100 % (the same bands the mod samples with)."""
+    points = 20 * value / scale
+    return {next((name for upper, name in bands if points < upper), top): 100.0}
+
+
+def vitals(w: SceneWindow) -> tuple[dict[str, float], dict[str, float]]:
+    """Health and hunger as level distributions: the mod's, or levels of a collector's numbers."""
+    v = w.vitals
+    health, hunger = v.health, v.hunger
+    if not health and v.health_points is not None:
+        bands = ((1e-9, "Die"), (5, "Dying"), (15, "Normal"), (20, "Safe"))
+        health = _level(v.health_points, v.max_health or 20.0, bands, "Full")
+    if not hunger and v.food is not None:
+        hunger = _level(v.food, 20.0, ((1e-9, "Starve"), (10, "Hungry"), (20, "Normal")), "Full")
+    return health, hunger
 
 
 def affirmative(dist: dict[str, float]) -> dict[str, int]:
@@ -67,14 +90,16 @@ def _share(dist: dict[str, float], label: str) -> int:
 
 def classify(w: SceneWindow, dimension: Dimension, biome: str | None) -> Mode:
     """Rule 4."""
-    health = w.vitals.health
+    health, hunger = vitals(w)
     if w.events.attacked >= 20 or w.hostile_total >= 2.0:
         return Mode.combat
     if (
         _share(health, "Dying") + _share(health, "Die") >= 30
         or _share(w.status, "On Fire") >= 20
         or _share(w.status, "In Lava") >= 20
-        or _share(w.vitals.hunger, "Starve") >= 50
+        or _share(hunger, "Starve") >= 50
+        or (w.vitals.air is not None and w.vitals.air < LOW_AIR)
+        or w.events.deaths > 0
     ):
         return Mode.danger
     if dimension is Dimension.nether:
@@ -100,15 +125,24 @@ def characterize(w: SceneWindow, max_features: int = 6) -> CharacterizedScene:
     attackers = [(e.type, round(e.count, 1)) for e in w.entities if e.hostile and round(e.count, 1) > 0]
     attackers.sort(key=lambda a: (-a[1], a[0]))
     ahead = dominant(w.biome_ahead)
+    health, hunger = vitals(w)
 
     candidates: dict[str, str] = {}
     if w.events.attacked:
         candidates["attacked"] = f"{round(w.events.attacked)}%"
     if attackers:
         candidates["attackers"] = ", ".join(f"{name} {count}" for name, count in attackers[:3])
+    if w.events.damage_sources:
+        candidates["hurt by"] = ", ".join(dict.fromkeys(w.events.damage_sources[:3]))
+    if w.events.deaths:
+        candidates["deaths"] = str(w.events.deaths)
+    if w.vitals.air is not None and w.vitals.air < 100:
+        candidates["air"] = f"{round(w.vitals.air)}%"
+    if w.action:
+        candidates["action"] = w.action
     for name, dist in (
-        ("health", w.vitals.health),
-        ("hunger", w.vitals.hunger),
+        ("health", health),
+        ("hunger", hunger),
         ("status", w.status),
         ("biome", w.biome),
         ("time", w.time_of_day),
@@ -136,8 +170,8 @@ def characterize(w: SceneWindow, max_features: int = 6) -> CharacterizedScene:
         biome_ahead=ahead,
         time_of_day=dominant(w.time_of_day),
         weather=dominant(w.weather),
-        health=dominant(w.vitals.health),
-        hunger=dominant(w.vitals.hunger),
+        health=dominant(health),
+        hunger=dominant(hunger),
         hostiles=round(w.hostile_total, 1),
         attackers=attackers,
         attacked=round(w.events.attacked),
