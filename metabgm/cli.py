@@ -37,7 +37,8 @@ def stop_on_signals() -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    stack = Stack(data_dir=args.data_dir, port=args.port, host=args.host)
+    env = {"METABGM_PUBLIC_URL": args.public_url} if args.public_url else {}
+    stack = Stack(data_dir=args.data_dir, port=args.port, host=args.host, env=env)
     stop_on_signals()
     started = time.monotonic()
     try:
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     up = command("up", cmd_up, "run the whole pipeline on embedded defaults")
     up.add_argument("--port", type=int, default=8000)
     up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--public-url", default="", help="how players and mods reach the gateway, if not host:port")
     command("mod-url", cmd_mod_url, "print the URL to put into the seed mod's URL setting")
     token = command("collector-token", cmd_collector_token, "print (and make) a collector's bearer token")
     token.add_argument("name", nargs="?", default="default")

@@ -114,6 +114,8 @@ class Recorder:
             if not msg:
                 continue
             event = json.loads(msg["data"])
+            if event["type"] == "window":
+                continue  # the demo logs each window itself, with its scene's name
             self.log.append(event)
             view = self.views[event["player_id"]]
             data = event["data"]

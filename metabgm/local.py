@@ -140,7 +140,9 @@ class Stack:
         return httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
 
     def _write_instance(self) -> None:
-        info = {"base_url": self.base_url, "redis_url": self.redis_url, "pid": os.getpid()}
+        # What players and mods are told to open: the public address where one is set.
+        public = self.env.get("METABGM_PUBLIC_URL") or os.environ.get("METABGM_PUBLIC_URL") or self.base_url
+        info = {"base_url": public.rstrip("/"), "redis_url": self.redis_url, "pid": os.getpid()}
         (self.data_dir / "instance.json").write_text(json.dumps(info, indent=2))
 
     def stop(self) -> None:

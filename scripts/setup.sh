@@ -8,8 +8,10 @@ py="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet --disable-pip-version-check)
 if [[ ",$extras," == *",gpu,"* ]]; then
-  # A pinned CPU build first, so transformers/peft do not pull a multi-GB CUDA torch.
-  "${pip[@]}" "torch==${TORCH_VERSION:-2.13.0}"
+  # torch pinned first, so transformers/peft do not pull whatever build PyPI resolves to. On this
+  # project's machines pip finds a CPU build of 2.13.0 in its local wheel directory; elsewhere set
+  # TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) to avoid a multi-GB CUDA build.
+  "${pip[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION:-2.13.0}"
 fi
 if [ -n "$extras" ]; then "${pip[@]}" -e ".[$extras]"; else "${pip[@]}" -e .; fi
 # Their declared dependencies are only for live playback (pyaudio) and the `llm` CLI.

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-STAGES = ("gateway", "ingest", "narrate", "describe", "synth")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80)
 E2E_BUCKETS = (0.25, 0.5, 1, 2, 4, 6, 8, 10, 15, 20, 30, 45, 60, 90, 120)
 

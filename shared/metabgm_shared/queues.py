@@ -12,7 +12,7 @@ from kombu import Queue
 
 STAGES = ("ingest", "narrate", "describe", "synth")
 TASKS = {stage: f"metabgm.{stage}" for stage in STAGES}
-NEXT = {"ingest": "narrate", "narrate": "describe", "describe": "synth"}
+NEXT = {"narrate": "describe", "describe": "synth"}
 
 
 def make_celery(redis_url: str, name: str = "metabgm") -> Celery:

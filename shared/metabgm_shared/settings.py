@@ -80,7 +80,6 @@ class Synth(Common):
     clip_bars: int = Field(8, ge=1, le=64)
     target_lufs: float = Field(-16.0, ge=-40, le=-6)
     soundfont: Path | None = None  # default: TimGM6mb.sf2 inside pretty_midi
-    stems: bool = True
     musicgen_model: str = "facebook/musicgen-small"
     musicgen_max_s: float = Field(15.0, gt=0, le=60)
     musicgen_batch: int = Field(8, ge=1, le=64)
@@ -98,7 +97,8 @@ class Gateway(Common):
     public_url: str = ""  # how players reach us; default http://host:port
     max_body_bytes: int = Field(256 * 1024, ge=1024)
     max_windows_per_request: int = Field(500, ge=1)
-    collector_rate_per_s: float = Field(50.0, gt=0, description="requests per second per collector")
+    # One token bucket per client: per collector, per mod player and per listener page.
+    collector_rate_per_s: float = Field(50.0, gt=0, description="requests per second per client")
     collector_burst: int = Field(100, ge=1)
     mod_server_id: str = "default"  # the server anonymous mod traffic is bound to
     mod_open: bool = False  # accept the mod on the bare /api/input paths, without the secret prefix

@@ -112,8 +112,11 @@ def runtime(settings: Common) -> Runtime:
     return Runtime(settings, client, players, app, Pipeline(app, players, settings.stale_after_s))
 
 
-def serve(rt: Runtime, stage: str, fn: Stage, *, pool: str = "threads", concurrency: int = 4) -> None:
-    """Register the stage's task and run the worker in this process until it is stopped."""
+def serve(rt: Runtime, stage: str, fn: Stage, *, concurrency: int = 4) -> None:
+    """Register the stage's task and run the worker in this process until it is stopped.
+
+    Always a thread pool: the stages wait on I/O (LLM calls, Redis) or on native code that frees
+    the GIL, and the metrics they observe must reach this process's /metrics."""
 
     @rt.app.task(name=TASKS[stage], bind=False)
     def task(payload: dict) -> None:
@@ -125,7 +128,7 @@ def serve(rt: Runtime, stage: str, fn: Stage, *, pool: str = "threads", concurre
     heartbeat.start()
     try:
         rt.app.worker_main(
-            ["worker", "-Q", stage, "-P", pool, "-c", str(concurrency), "-n", f"{stage}@%h", "-l", "INFO",
+            ["worker", "-Q", stage, "-P", "threads", "-c", str(concurrency), "-n", f"{stage}@%h", "-l", "INFO",
              "--without-gossip", "--without-mingle", "--without-heartbeat"]
         )  # fmt: skip
     finally:

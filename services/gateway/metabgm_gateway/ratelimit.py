@@ -1,5 +1,6 @@
-"""Per-collector token buckets. Kept in each gateway replica: the limit protects the replica, and
-a collector's requests spread over N replicas get N times the budget, which operators size for."""
+"""Per-client token buckets (a collector, a mod player, a listener page). Kept in each gateway
+replica: the limit protects the replica, and a client's requests spread over N replicas get N
+times the budget, which operators size for."""
 
 from __future__ import annotations
 

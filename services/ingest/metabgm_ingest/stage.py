@@ -29,7 +29,7 @@ class IngestStage:
             state = ChangeState.model_validate(raw) if raw else ChangeState()
             if job.received_at < state.seen_at:
                 # Workers take a player's windows in parallel; one overtaken by a newer one is old news.
-                metrics.stale_dropped.labels("ingest").inc()
+                metrics.stale_dropped.labels("overtaken").inc()
                 return None
             decision, state = decide(
                 state,

@@ -21,12 +21,9 @@ def main() -> None:
     settings = Synth()
     rt = runtime(settings)
     renderer = make_renderer(settings)
-    if settings.renderer == "musicgen":
-        # Several tasks in flight so the batcher can fill one generate call with them.
-        serve(rt, "synth", SynthStage(settings, rt.players, renderer), pool="threads", concurrency=renderer.batch)
-    else:
-        # Threads, not prefork: the metrics observed in tasks must reach this process's /metrics.
-        serve(rt, "synth", SynthStage(settings, rt.players, renderer), pool="threads", concurrency=settings.concurrency)
+    # MusicGen: as many tasks in flight as one generate call batches; CPU: one render per core.
+    concurrency = renderer.batch if settings.renderer == "musicgen" else settings.concurrency
+    serve(rt, "synth", SynthStage(settings, rt.players, renderer), concurrency=concurrency)
 
 
 if __name__ == "__main__":

@@ -96,11 +96,6 @@ class Arrangement:
             out.setdefault(part.stem, []).append(part)
         return out
 
-    def midi(self) -> pretty_midi.PrettyMIDI:
-        pm = pretty_midi.PrettyMIDI(initial_tempo=float(self.bpm))
-        pm.instruments = [p.notes for p in self.parts]
-        return pm
-
 
 def intensity_bucket(intensity: float) -> int:
     return int(round(max(0.0, min(1.0, intensity)) * 4))

@@ -26,7 +26,7 @@ from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from metabgm_shared import metrics
+from metabgm_shared import metrics, prior
 from metabgm_shared.contracts import IDENT_RE, Decision, Event, Ident, Job, Preferences, SceneWindow
 from metabgm_shared.instruments import NAMES
 from metabgm_shared.queues import send
@@ -43,7 +43,7 @@ STATIC = Path(__file__).resolve().parent.parent / "static"
 CLIP_NAME = re.compile(r"^[0-9a-f]{8,64}(\.[a-z]+)?\.(ogg|json)$")
 CLIP_URL = re.compile(r"^/clips/([0-9a-f]{8,64}(\.[a-z]+)?\.(ogg|json))$")
 # Styles a listener may favour or avoid besides instruments; the describer reads them as words.
-GENRES = ("ambient", "orchestral", "cinematic", "electronic", "chiptune", "folk", "jazz", "rock", "lofi", "choral")
+GENRES = tuple(prior.GENRES)  # what the describer can act on, and nothing else
 SMALL_BODY = 4096
 PLAUSIBLE_S = 600.0
 # Names are content keys: a name never changes its bytes. `private` because a token gates them.

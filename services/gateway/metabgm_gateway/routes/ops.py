@@ -45,8 +45,9 @@ async def prometheus(svc: ServicesDep) -> Response:
         metrics.mod_players.set(len(mods))
     except Exception:
         metrics.errors.labels("gateway", "redis").inc()
+    # The seed mod runs in each player's client, so every mod sender is a collector of its own.
     now = time.time()
+    svc.collectors_seen = {k: t for k, t in svc.collectors_seen.items() if now - t < 60}
     for kind in ("mod", "collector"):
-        seen = [k for k, t in svc.collectors_seen.items() if k.startswith(kind) and now - t < 60]
-        metrics.collectors.labels(kind).set(len(seen))
+        metrics.collectors.labels(kind).set(sum(k.startswith(kind) for k in svc.collectors_seen))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
