@@ -13,14 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
-
-from metabgm.local import free_port, wait_until
+from metabgm.local import EmbeddedLLM
 from metabgm_describer.describe import Describe
 from metabgm_ingest.characterize import characterize
 from metabgm_narrator.narrate import NarrateStage
@@ -52,16 +48,9 @@ def main() -> None:
     scenes = [characterize(from_mod(r["Data"], server_id="bench", player_id=r["PlayerName"]))
               for r in rows[::step][: args.scenes]]  # fmt: skip
 
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "metabgm_shared.llmserver", "--port", str(port), "--threads", str(args.threads)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: httpx.get(f"{url}/health", timeout=1).status_code == 200, 120, "embedded LLM", server)
-        ns = Narrator(redis_url="redis://unused", llm_base_url=f"{url}/v1")
-        ds = Describer(redis_url="redis://unused", llm_base_url=f"{url}/v1")
+    with EmbeddedLLM(None, "--threads", str(args.threads)) as base:
+        ns = Narrator(redis_url="redis://unused", llm_base_url=base)
+        ds = Describer(redis_url="redis://unused", llm_base_url=base)
         narrator = NarrateStage(ns, None, Client(ns, "narrate"))  # narrate() needs no player state
         describer = Describe(ds, Client(ds, "describe"))
         narrator.narrate(scenes[0], [])  # warm the slots' prompt caches, as a running server has them
@@ -81,9 +70,6 @@ def main() -> None:
             d = describer.direct(scene)
             times["direct"].append(time.perf_counter() - t)
             sources["direct"].append(d.source)
-    finally:
-        server.terminate()
-        server.wait(15)
 
     two_stage = [a + b for a, b in zip(times["narrate"], times["describe"], strict=True)]
     result = {

@@ -128,10 +128,8 @@ class Stack:
 
     def _start_llm(self, env: dict[str, str]) -> str:
         port = free_port()
-        proc = self._spawn("llm", [sys.executable, "-m", "metabgm_shared.llmserver", "--port", str(port)], env)
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: httpx.get(f"{url}/health", timeout=1).status_code == 200, 120, "embedded LLM", proc)
-        return f"{url}/v1"
+        proc = self._spawn("llm", [*LLM_SERVER, "--port", str(port)], env)
+        return wait_for_llm(port, proc)
 
     def healthy(self) -> bool:
         for name, proc in self.procs.items():
@@ -167,6 +165,48 @@ class Stack:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+LLM_SERVER = [sys.executable, "-m", "metabgm_shared.llmserver"]
+
+
+def wait_for_llm(port: int, proc: subprocess.Popen) -> str:
+    """Wait for the embedded LLM server's /health; its OpenAI base URL."""
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{url}/health", timeout=1).status_code == 200, 120, "embedded LLM", proc)
+    return f"{url}/v1"
+
+
+class EmbeddedLLM:
+    """The embedded llama.cpp server for the length of a `with` block, outside a Stack (evaluation,
+    benchmarks, tests). Extra arguments go to `python -m metabgm_shared.llmserver`."""
+
+    def __init__(self, log: Path | None = None, *args: str) -> None:
+        self.log, self.args = log, args
+
+    def __enter__(self) -> str:
+        port = free_port()
+        if self.log is not None:
+            self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab") if self.log is not None else subprocess.DEVNULL
+        self.proc = subprocess.Popen(
+            [*LLM_SERVER, "--port", str(port), *self.args], stdout=out, stderr=subprocess.STDOUT
+        )
+        if self.log is not None:
+            out.close()  # the child keeps its own copy
+        try:
+            return wait_for_llm(port, self.proc)
+        except BaseException:
+            self.__exit__()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def _ping(port: int) -> bool:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from metabgm.local import Stack, free_port, redis_binary, wait_until
+from metabgm.local import EmbeddedLLM, Stack, free_port, redis_binary, wait_until
 from metabgm.local import _ping as ping
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -92,14 +92,5 @@ def make_stack(tmp_path: Path):
 @pytest.fixture(scope="session")
 def llm_server(tmp_path_factory) -> str:
     """The embedded LLM (real llama.cpp, real SmolLM2) started as `metabgm up` starts it; its /v1 URL."""
-    import httpx
-
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("llm") / "llm.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "metabgm_shared.llmserver", "--port", str(port)], stdout=log,
-                            stderr=subprocess.STDOUT)  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{url}/health", timeout=1).status_code == 200, 120, "embedded LLM", proc)
-    yield f"{url}/v1"
-    proc.terminate()
-    proc.wait(15)
+    with EmbeddedLLM(tmp_path_factory.mktemp("llm") / "llm.log") as url:
+        yield url
