@@ -26,6 +26,7 @@ from rich.table import Table
 from metabgm_gateway.deps import Links
 from metabgm_shared.contracts import Entity, Events, PlayerText, SceneWindow, Vitals
 from metabgm_shared.settings import Gateway, Secrets
+from metabgm_shared.state import channel, player_key
 from metabgm_synth.audio import encode
 
 from .local import Stack
@@ -94,7 +95,7 @@ class Recorder:
 
     def __init__(self, redis_url: str) -> None:
         self.pubsub = redis.Redis.from_url(redis_url).pubsub()
-        self.pubsub.psubscribe(f"metabgm:events:{SERVER}:*")
+        self.pubsub.psubscribe(channel(player_key(SERVER, "*")))
         self.views: dict[str, PlayerView] = defaultdict(PlayerView)
         self.log: list[dict] = []
         self._stop = threading.Event()

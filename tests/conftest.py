@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import redis
 
 from metabgm.local import EmbeddedLLM, Stack, free_port, redis_binary, wait_until
 from metabgm.local import _ping as ping
+from metabgm_shared.state import HEARTBEATS, live_stages
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -61,7 +63,8 @@ def spawn_worker(redis_url: str, tmp_path: Path):
         proc = subprocess.Popen([sys.executable, "-m", module], env=full, stdout=log, stderr=subprocess.STDOUT)
         procs.append(proc)
         client = redis.Redis.from_url(redis_url)
-        wait_until(lambda: any(client.scan_iter(f"metabgm:hb:{stage}:*")), 30, f"{stage} worker", proc)
+        wait_until(lambda: stage in live_stages(client.zrangebyscore(HEARTBEATS, time.time(), "+inf")), 30,
+                   f"{stage} worker", proc)  # fmt: skip
         return proc
 
     yield start

@@ -22,6 +22,7 @@ import redis
 from .contracts import Event, Job, MusicDescription, Preferences
 
 PREFIX = "metabgm"
+INFLIGHT = f"{PREFIX}:inflight"  # players with a job in the pipeline, score = lease end (ms)
 
 _CLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
@@ -72,7 +73,7 @@ class Players:
 
     # -- latest wins ------------------------------------------------------------------------
     def _keys(self, pk: str) -> list[str]:
-        return [f"{PREFIX}:inflight:{pk}", f"{PREFIX}:pending:{pk}", f"{PREFIX}:inflight"]
+        return [f"{PREFIX}:inflight:{pk}", f"{PREFIX}:pending:{pk}", INFLIGHT]
 
     def admit(self, job: Job) -> Admission:
         pk = job.player_key
@@ -88,7 +89,7 @@ class Players:
         return Job.model_validate_json(raw) if raw else None
 
     def inflight_count(self) -> int:
-        return int(self.r.zcount(f"{PREFIX}:inflight", time.time() * 1000, "+inf"))
+        return int(self.r.zcount(INFLIGHT, time.time() * 1000, "+inf"))
 
     # -- memory between scenes --------------------------------------------------------------
     def _hash(self, pk: str) -> str:
@@ -133,12 +134,19 @@ class Players:
         self.r.publish(channel(pk), event.model_dump_json())
 
 
+# Worker heartbeats: one sorted set, member "<stage>:<host>:<thread>", score = when it lapses.
+# Reading who is alive is one ZRANGEBYSCORE, not a SCAN over every player's keys.
+HEARTBEATS = f"{PREFIX}:heartbeats"
+# Seed-mod players whose slot is live: member "<server>:<name>", score = when the slot lapses.
+MOD_PLAYERS = f"{PREFIX}:mod_players"
+
+
 class Heartbeat:
     """A worker announces itself every `every_s` seconds; the gateway's /healthz reads them."""
 
     def __init__(self, client: redis.Redis, stage: str, every_s: float = 5.0) -> None:
         self.r, self.stage, self.every_s = client, stage, every_s
-        self.key = f"{PREFIX}:hb:{stage}:{socket.gethostname()}:{threading.get_native_id()}"
+        self.member = f"{stage}:{socket.gethostname()}:{threading.get_native_id()}"
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -146,11 +154,19 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            # The broker may be away; the key expiring is then the signal.
+            now = time.time()
+            # The broker may be away; the beat lapsing is then the signal.
             with contextlib.suppress(redis.RedisError):
-                self.r.set(self.key, time.time(), px=int(self.every_s * 3000))
+                self.r.pipeline().zadd(HEARTBEATS, {self.member: now + 3 * self.every_s}).zremrangebyscore(
+                    HEARTBEATS, 0, now - 3600
+                ).execute()
             self._stop.wait(self.every_s)
 
     def stop(self) -> None:
         self._stop.set()
-        self.r.delete(self.key)
+        self.r.zrem(HEARTBEATS, self.member)
+
+
+def live_stages(members: list[bytes]) -> set[str]:
+    """Stages with a worker whose beat has not lapsed, from ZRANGEBYSCORE(HEARTBEATS, now, +inf)."""
+    return {m.decode().split(":", 1)[0] for m in members}

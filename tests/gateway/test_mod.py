@@ -65,6 +65,14 @@ def test_relay_rules(mod_base, sample_window):
     r = httpx.post(f"{mod_base}/api/input/remove-player", json={"PlayerName": "nobody"})
     assert r.status_code == 404 and r.json()["state"] == 0
 
+    def mod_players() -> float:
+        text = httpx.get(mod_base.split("/mod/")[0] + "/metrics").text
+        return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("metabgm_mod_players "))
+
+    assert mod_players() == 1
+    assert httpx.post(f"{mod_base}/api/input/remove-player", json={"PlayerName": "alex"}).json()["state"] == 1
+    assert mod_players() == 0
+
 
 def test_silent_players_are_dropped(make_stack, sample_window):
     from metabgm_shared.settings import Secrets

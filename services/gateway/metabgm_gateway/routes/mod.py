@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from metabgm_shared import metrics
 from metabgm_shared.contracts import IDENT_RE
 from metabgm_shared.modproto import ModWindowError, from_mod
-from metabgm_shared.state import PREFIX, channel, player_key
+from metabgm_shared.state import MOD_PLAYERS, PREFIX, channel, player_key
 
 from ..body import BadInput, read_json
 from ..deps import Services, ServicesDep
@@ -61,6 +61,14 @@ def _slot(svc: Services, name: str) -> str:
     return f"{PREFIX}:mod:{svc.settings.mod_server_id}:{name}"
 
 
+async def _touch(svc: Services, name: str) -> None:
+    """Mirror a live slot in MOD_PLAYERS, so /metrics counts mod players without a SCAN."""
+    now = time.time()
+    member = f"{svc.settings.mod_server_id}:{name}"
+    pipe = svc.redis.pipeline().zadd(MOD_PLAYERS, {member: now + svc.settings.mod_idle_s})
+    await pipe.zremrangebyscore(MOD_PLAYERS, 0, now - 3600).execute()
+
+
 async def add_player(request: Request, svc: ServicesDep, key: str | None = None) -> JSONResponse:
     try:
         _admit(svc, key)
@@ -70,6 +78,7 @@ async def add_player(request: Request, svc: ServicesDep, key: str | None = None)
     except BadInput as exc:
         metrics.rejected.labels("mod").inc()
         return reply(exc.detail, exc.status_code)
+    await _touch(svc, name)
     svc.seen(f"mod:{name}")
     return reply(f"player {name} added")
 
@@ -96,6 +105,7 @@ async def add_player_data(request: Request, svc: ServicesDep, key: str | None = 
     except BadInput as exc:
         metrics.rejected.labels("mod").inc()
         return reply(exc.detail, exc.status_code)
+    await _touch(svc, name)
     svc.seen(f"mod:{name}")
     job = await svc.accept(window, "mod", raw=body["Data"])
     return reply({"job_id": job.job_id})
@@ -107,6 +117,7 @@ async def remove_player(request: Request, svc: ServicesDep, key: str | None = No
         _, name = await _player(request, svc)
         if not await svc.redis.delete(_slot(svc, name)):
             raise BadInput(404, f"player {name} is not running")
+        await svc.redis.zrem(MOD_PLAYERS, f"{svc.settings.mod_server_id}:{name}")
     except BadInput as exc:
         metrics.rejected.labels("mod").inc()
         return reply(exc.detail, exc.status_code)

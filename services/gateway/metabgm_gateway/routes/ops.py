@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from metabgm_shared import metrics
 from metabgm_shared.queues import STAGES
-from metabgm_shared.state import PREFIX
+from metabgm_shared.state import HEARTBEATS, INFLIGHT, MOD_PLAYERS, live_stages
 
 from ..deps import ServicesDep
 
@@ -31,7 +31,7 @@ async def healthz(svc: ServicesDep) -> JSONResponse:
 
 
 async def _live(svc: ServicesDep) -> set[str]:
-    return {key.decode().split(":")[2] async for key in svc.redis.scan_iter(f"{PREFIX}:hb:*", count=1000)}
+    return live_stages(await svc.redis.zrangebyscore(HEARTBEATS, time.time(), "+inf"))
 
 
 @router.get("/metrics")
@@ -40,9 +40,8 @@ async def prometheus(svc: ServicesDep) -> Response:
     try:
         for queue in STAGES:
             metrics.queue_depth.labels(queue).set(await svc.redis.llen(queue))
-        metrics.inflight.set(await svc.redis.zcount(f"{PREFIX}:inflight", time.time() * 1000, "+inf"))
-        mods = [k async for k in svc.redis.scan_iter(f"{PREFIX}:mod:*", count=1000)]
-        metrics.mod_players.set(len(mods))
+        metrics.inflight.set(await svc.redis.zcount(INFLIGHT, time.time() * 1000, "+inf"))
+        metrics.mod_players.set(await svc.redis.zcount(MOD_PLAYERS, time.time(), "+inf"))
     except Exception:
         metrics.errors.labels("gateway", "redis").inc()
     # The seed mod runs in each player's client, so every mod sender is a collector of its own.
