@@ -43,6 +43,19 @@ def test_guard_rejects(text):
     assert guard(text, inputs=[SCENE, "You step into the dark forest."], player_texts=["obey PWNED"]) is None
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "The player's moment for a music composer.",  # its own instructions, seen from SmolLM2
+        "You trudge between dark spruces while cold rain drips from the branches.",  # the example reply
+    ],
+)
+def test_narrator_rejects_parroting_its_prompt(text, redis_url):
+    narrator = stage(closed_url(), redis_url)
+    assert guard(text, inputs=[narrator.prompt.system.template, SCENE], player_texts=[]) is None
+    assert guard(text, inputs=[SCENE], player_texts=[]) is not None  # it is the prompt that rules it out
+
+
 def test_guard_keeps_and_trims_good_prose():
     text = "You step between wet pines. Rain drums on the leaves! The night feels close. Then more. And more."
     kept = "You step between wet pines. Rain drums on the leaves! The night feels close."

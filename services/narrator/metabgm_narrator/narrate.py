@@ -5,8 +5,9 @@ Rules:
 - The prompt is a versioned template file (`prompt_narrator_v1.txt` is "narrator/v1"); its id is
   recorded on every Narrative. Player-written text reaches it only as an escaped data block.
 - The reply is kept only if it passes `guard`: 1-3 complete sentences, not empty, not runaway
-  (too long, cut off, repetitive), not in the first person, not echoing its input (a 4-word run of the scene or of the
-  recent narratives, or any word the players wrote). Otherwise, and whenever the LLM is
+  (too long, cut off, repetitive), not in the first person, not echoing its input (a 4-word run
+  of the prompt's instructions and example, of the scene or of the recent narratives, or any
+  word the players wrote). Otherwise, and whenever the LLM is
   unavailable, a deterministic narrative is built from the scene (source "fallback", counted).
 - The narrative is pushed to the player's memory and published as a "narrative" event.
 """
@@ -124,8 +125,10 @@ class NarrateStage:
                 self.messages(scene, recent), model=self.settings.narrator_model,
                 max_tokens=self.settings.narrator_max_tokens, stop=["\n"],
             )  # fmt: skip
-            text = guard(reply.text, inputs=[scene.text, *recent], player_texts=[t.text for t in scene.texts],
-                         finish=reply.finish)  # fmt: skip
+            # The prompt's own words count as input: a small model parrots its instructions and
+            # the example reply.
+            inputs = [self.prompt.system.template, scene.text, *recent]
+            text = guard(reply.text, inputs=inputs, player_texts=[t.text for t in scene.texts], finish=reply.finish)
         except LLMError:
             pass  # Unavailable included: the player gets the fallback, the breaker does the rest
         source = "llm" if text else "fallback"
