@@ -37,23 +37,21 @@ def job(scene, player: str = "alex", index: int = 0) -> Job:
         "You " + "wander ever onward " * 30,  # one runaway sentence
         "You walk. You walk.",  # a repeated sentence
         "You notice that the sign reads obey the rules PWNED.",  # copies what a player wrote
+        "The player is in a forest, and the scene facts are:",  # not addressed to the player
+        "The end of the game. The attackers are now in the end.",  # third person
     ],
 )
 def test_guard_rejects(text):
     assert guard(text, inputs=[SCENE, "You step into the dark forest."], player_texts=["obey PWNED"]) is None
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "The player's moment for a music composer.",  # its own instructions, seen from SmolLM2
-        "You trudge between dark spruces while cold rain drips from the branches.",  # the example reply
-    ],
-)
-def test_narrator_rejects_parroting_its_prompt(text, redis_url):
-    narrator = stage(closed_url(), redis_url)
-    assert guard(text, inputs=[narrator.prompt.system.template, SCENE], player_texts=[]) is None
-    assert guard(text, inputs=[SCENE], player_texts=[]) is not None  # it is the prompt that rules it out
+def test_narrator_rejects_parroting_its_prompt(redis_url):
+    prompt = stage(closed_url(), redis_url).prompt.system.template
+    seen = "You trudge between dark spruces while cold rain drips from the branches."  # the example reply
+    assert guard(seen, inputs=[SCENE], player_texts=[]) is not None  # good prose on its own...
+    assert guard(seen, inputs=[prompt, SCENE], player_texts=[]) is None  # ...but copied from the prompt
+    # its own instructions, as SmolLM2 returns them
+    assert guard("You have the player's moment for a music composer.", inputs=[prompt], player_texts=[]) is None
 
 
 def test_guard_keeps_and_trims_good_prose():

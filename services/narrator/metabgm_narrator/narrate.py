@@ -4,10 +4,10 @@ narrative, continuing the player's recent ones.
 Rules:
 - The prompt is a versioned template file (`prompt_narrator_v1.txt` is "narrator/v1"); its id is
   recorded on every Narrative. Player-written text reaches it only as an escaped data block.
-- The reply is kept only if it passes `guard`: 1-3 complete sentences, not empty, not runaway
-  (too long, cut off, repetitive), not in the first person, not echoing its input (a 4-word run
-  of the prompt's instructions and example, of the scene or of the recent narratives, or any
-  word the players wrote). Otherwise, and whenever the LLM is
+- The reply is kept only if it passes `guard`: 1-3 complete sentences addressed to the player
+  ("you"), not empty, not runaway (too long, cut off, repetitive), not in the first person, not
+  echoing its input (a 4-word run of the prompt's instructions and example, of the scene or of
+  the recent narratives, or any word the players wrote). Otherwise, and whenever the LLM is
   unavailable, a deterministic narrative is built from the scene (source "fallback", counted).
 - The narrative is pushed to the player's memory and published as a "narrative" event.
 """
@@ -23,6 +23,7 @@ from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
 from metabgm_shared.settings import Narrator
 from metabgm_shared.state import Players
 
+NO_RECENT = "(none, this is the start)"
 MAX_CHARS = 320
 MAX_SENTENCE_CHARS = 200
 WORD_RE = re.compile(r"[a-z0-9']+")
@@ -56,6 +57,8 @@ def guard(text: str, *, inputs: list[str], player_texts: list[str], finish: str 
     ws = words(out)
     if {"i", "i'm", "me", "my", "we", "our"} & set(ws):
         return None  # role-play, not narration of the player
+    if not {"you", "your", "you're", "yourself"} & set(ws) or out.rstrip(".").endswith(":"):
+        return None  # not addressed to the player, or a lead-in to something else
     if len(ws) < 3 or len(out) > MAX_CHARS or (len(ws) >= 8 and len(set(ws)) / len(ws) < 0.5):
         return None
     source = _grams([w for t in inputs for w in [*words(t), "\x00"]], 4)
@@ -112,7 +115,7 @@ class NarrateStage:
 
     def messages(self, scene: CharacterizedScene, recent: list[str]) -> list[dict]:
         return self.prompt.messages(
-            recent=" ".join(clean(r, cap=MAX_CHARS) for r in recent) or "(none, this is the start)",
+            recent=" ".join(clean(r, cap=MAX_CHARS) for r in recent) or NO_RECENT,
             scene=clean(scene.text, cap=600),
             player_text=data_block(scene.texts),
         )
@@ -127,7 +130,7 @@ class NarrateStage:
             )  # fmt: skip
             # The prompt's own words count as input: a small model parrots its instructions and
             # the example reply.
-            inputs = [self.prompt.system.template, scene.text, *recent]
+            inputs = [self.prompt.system.template, self.prompt.user.template, NO_RECENT, scene.text, *recent]
             text = guard(reply.text, inputs=inputs, player_texts=[t.text for t in scene.texts], finish=reply.finish)
         except LLMError:
             pass  # Unavailable included: the player gets the fallback, the breaker does the rest
