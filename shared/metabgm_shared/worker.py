@@ -19,8 +19,9 @@ from prometheus_client import start_http_server
 
 from . import metrics
 from .contracts import Job
+from .llm import Client
 from .queues import NEXT, TASKS, make_celery, send
-from .settings import Common
+from .settings import LLM, Common
 from .state import Heartbeat, Players
 
 log = logging.getLogger(__name__)
@@ -133,3 +134,16 @@ def serve(rt: Runtime, stage: str, fn: Stage, *, concurrency: int = 4) -> None:
         )  # fmt: skip
     finally:
         heartbeat.stop()
+
+
+def serve_llm_stage(settings: LLM, stage: str, make: Callable[[Runtime, Client], Stage]) -> None:
+    """A stage that talks to the LLM: one client per worker, closed when the worker stops.
+
+    An LLM call is nearly all waiting on I/O, so one worker keeps `llm_concurrency` calls in flight:
+    vLLM batches them (many players per forward pass), where a few threads would leave it idle."""
+    rt = runtime(settings)
+    client = Client(settings, stage)
+    try:
+        serve(rt, stage, make(rt, client), concurrency=settings.llm_concurrency)
+    finally:
+        client.close()

@@ -1,19 +1,11 @@
-from metabgm_shared.llm import Client
 from metabgm_shared.settings import Narrator
-from metabgm_shared.worker import runtime, serve
+from metabgm_shared.worker import serve_llm_stage
 
 from .narrate import NarrateStage
 
 
 def main() -> None:
-    rt = runtime(Narrator())
-    client = Client(rt.settings, "narrate")
-    # An LLM call is ~all waiting on I/O, so one worker keeps `llm_concurrency` in flight: vLLM
-    # batches them (many players per forward pass), where a few threads would leave it idle.
-    try:
-        serve(rt, "narrate", NarrateStage(rt.settings, rt.players, client), concurrency=rt.settings.llm_concurrency)
-    finally:
-        client.close()
+    serve_llm_stage(Narrator(), "narrate", lambda rt, client: NarrateStage(rt.settings, rt.players, client))
 
 
 if __name__ == "__main__":
