@@ -60,6 +60,11 @@ def player_key(server_id: str, player_id: str) -> str:
     return f"{server_id}:{player_id}"
 
 
+def player_hash(pk: str) -> str:
+    """The player's memory between scenes: change detector, preferences, now playing, ..."""
+    return f"{PREFIX}:player:{pk}"
+
+
 def channel(pk: str) -> str:
     return f"{PREFIX}:events:{pk}"
 
@@ -92,20 +97,17 @@ class Players:
         return int(self.r.zcount(INFLIGHT, time.time() * 1000, "+inf"))
 
     # -- memory between scenes --------------------------------------------------------------
-    def _hash(self, pk: str) -> str:
-        return f"{PREFIX}:player:{pk}"
-
     def get(self, pk: str, field: str) -> dict | None:
-        raw = self.r.hget(self._hash(pk), field)
+        raw = self.r.hget(player_hash(pk), field)
         return json.loads(raw) if raw else None
 
     def put(self, pk: str, field: str, value: dict) -> None:
-        self.r.hset(self._hash(pk), field, json.dumps(value))
+        self.r.hset(player_hash(pk), field, json.dumps(value))
 
     def forget_scene(self, pk: str) -> None:
         """The scene the music was to be made for never got it (failed, stale): forget the change
         detector's memory, so the player's next window counts as a first scene and is heard."""
-        self.r.hdel(self._hash(pk), "change")
+        self.r.hdel(player_hash(pk), "change")
 
     def push_narrative(self, pk: str, text: str, keep: int = 3) -> None:
         key = f"{PREFIX}:narratives:{pk}"

@@ -7,7 +7,7 @@ import time
 from metabgm_shared import metrics
 from metabgm_shared.contracts import Event, Job
 from metabgm_shared.settings import Ingest
-from metabgm_shared.state import Players
+from metabgm_shared.state import PREFIX, Players
 
 from .change import ChangeState, decide
 from .characterize import characterize
@@ -24,7 +24,7 @@ class IngestStage:
             return self.again(job)
         scene = characterize(job.window, self.settings.max_features)
         # One window at a time per player: the detector's memory is read, then written.
-        with self.players.r.lock(f"metabgm:lock:ingest:{pk}", timeout=10, blocking_timeout=10):
+        with self.players.r.lock(f"{PREFIX}:lock:ingest:{pk}", timeout=10, blocking_timeout=10):
             raw = self.players.get(pk, "change")
             state = ChangeState.model_validate(raw) if raw else ChangeState()
             if job.received_at < state.seen_at:

@@ -30,7 +30,7 @@ from metabgm_shared import metrics, prior
 from metabgm_shared.contracts import IDENT_RE, Decision, Event, Ident, Job, Preferences, SceneWindow
 from metabgm_shared.instruments import NAMES
 from metabgm_shared.queues import send
-from metabgm_shared.state import PREFIX, channel, player_key
+from metabgm_shared.state import PREFIX, channel, player_hash, player_key
 
 from ..body import BadInput, describe_errors, read_json
 from ..deps import LinkError, Services, ServicesDep
@@ -171,7 +171,7 @@ async def events(websocket: WebSocket, token: str) -> None:
         # Subscribe before reading the stored clip, so nothing published in between is lost;
         # the page ignores a now_playing it already has.
         async with svc.relay.listen(channel(pk)) as queue:
-            raw = await svc.redis.hget(f"{PREFIX}:player:{pk}", "now_playing")
+            raw = await svc.redis.hget(player_hash(pk), "now_playing")
             current = render(json.loads(raw)) if raw else None
             await websocket.send_json({"type": "hello", "player_id": player_id, "server_id": server_id})
             if current is not None:
@@ -212,7 +212,7 @@ class PreferencesIn(Preferences):
 @router.get("/listen/{token}/preferences")
 async def get_preferences(token: str, svc: ServicesDep) -> dict:
     pk = player_key(*_player(svc, token))
-    raw = await svc.redis.hget(f"{PREFIX}:player:{pk}", "preferences")
+    raw = await svc.redis.hget(player_hash(pk), "preferences")
     prefs = Preferences.model_validate_json(raw) if raw else Preferences()
     return {"preferences": prefs.model_dump(), "instruments": NAMES, "genres": GENRES}
 
@@ -227,7 +227,7 @@ async def set_preferences(token: str, request: Request, svc: ServicesDep) -> dic
     if both:
         raise BadInput(422, f"both favoured and avoided: {', '.join(sorted(both))}")
     stored = Preferences.model_validate(prefs.model_dump())
-    await svc.redis.hset(f"{PREFIX}:player:{pk}", "preferences", stored.model_dump_json())
+    await svc.redis.hset(player_hash(pk), "preferences", stored.model_dump_json())
     event = Event(type="preferences", server_id=server_id, player_id=player_id, data=stored.model_dump())
     await svc.redis.publish(channel(pk), event.model_dump_json())  # the player's other tabs follow
     return {"preferences": stored.model_dump()}
