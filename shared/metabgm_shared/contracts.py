@@ -226,6 +226,35 @@ class MusicDescription(BaseModel):
     latency_s: float = 0.0
 
 
+class Section(BaseModel):
+    """One section of a cue: a whole number of bars rendered from the cue's description plus this plan.
+
+    Roles: "intro" (thin, no melody), "A" and "B" (the two themes), "bridge" (thin, the themes'
+    fragments over another progression), "transition" (a short step towards the cue's key).
+    `variation` > 0 varies the role's motifs and thickens its orchestration; `fill` ends the
+    section with a drum fill or a pick-up into the next; `stinger` opens it with a hit."""
+
+    index: int = Field(0, ge=0, le=64)
+    role: Literal["intro", "A", "B", "bridge", "transition"] = "A"
+    bars: int = Field(ge=1, le=64)
+    phrase_bars: int = Field(4, ge=1, le=16)  # a switch inside a section waits for a phrase end
+    variation: int = Field(0, ge=0, le=64)
+    fill: bool = False
+    stinger: bool = False
+    key: str = ""  # only when it differs from the cue's (a transition section)
+    mode: str = ""
+
+
+class Cue(BaseModel):
+    """A scene's music: sections played in order, then from `loop_from` to the end again."""
+
+    id: str
+    sections: list[Annotated[str, Field(pattern=r"^[0-9a-f]{8,64}$")]]  # clip keys, in order
+    loop_from: int = Field(1, ge=0)
+    variant: int = 0  # which of the scene's cues (a returning player hears another)
+    plan: list[str] = []  # provenance: each section as role.variation, e.g. "A.1"
+
+
 class Clip(BaseModel):
     """A rendered clip: where it is, how to loop it, and where it came from."""
 
@@ -244,6 +273,8 @@ class Clip(BaseModel):
     stems: dict[str, str] = {}  # stem name -> url
     provenance: dict = {}
     cached: bool = False
+    section: Section | None = None  # when the clip is one section of a cue
+    cue: Cue | None = None  # on a cue's first section: the whole cue
 
 
 class Job(BaseModel):

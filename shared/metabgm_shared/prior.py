@@ -14,10 +14,25 @@ The rules, in order:
    fifth up or down, no further.
 5. Bounds: tempo +- `tempo_margin` bpm, intensity +- `intensity_margin`, music mode among the
    allowed ones, instruments from the palette. Everything is clamped to the contract's ranges.
+6. Continuity between scenes (`continuity`, applied last, over the bounds): the next cue starts
+   from what is playing. A key is a place on the circle of fifths (`signature`: the key
+   signature of its notes, so a key, its relative and its other modes share a place).
+   - A non-urgent change moves the key at most one step: the same place (the same key, the
+     relative, another mode of the same notes) or a fifth up or down. When the scene wants a
+     farther key, the music takes the one step towards it, in the scene's music mode; the next
+     change takes the next step.
+   - A non-urgent change moves the tempo at most `TEMPO_MOVE` (12 %) from what is playing, so
+     after the synth's 3 % tempo steps it stays within 15 %.
+   - An urgent change (combat, a dimension, near death) takes the scene's own key and tempo at
+     once: the player page cuts on the next beat, and the cue opens with a stinger.
+   The CPU composer keeps the same rule when a cue is asked to start farther away than one step
+   (a listener's skip, a preference): it opens with transition sections, one step each
+   (`metabgm_synth.compose.plan`).
 """
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 
@@ -123,6 +138,48 @@ def _palette(scene: CharacterizedScene, base: Base) -> tuple[str, ...]:
 def _fifths(key: str) -> tuple[str, ...]:
     i = KEYS.index(key)
     return (key, KEYS[(i + 7) % 12], KEYS[(i + 5) % 12])
+
+
+# Where each music mode's tonic sits above the major key with the same notes (A minor: C major).
+MODE_DEGREE = {M.major: 0, M.dorian: 2, M.phrygian: 4, M.lydian: 5, M.mixolydian: 7, M.minor: 9}
+TEMPO_MOVE = 0.12
+
+
+def signature(key: str, mode: str) -> int:
+    """The key's place on the circle of fifths: sharps of the major key with the same notes, mod 12."""
+    parent = (KEYS.index(key) - MODE_DEGREE[MusicMode(mode)]) % 12
+    return parent * 7 % 12
+
+
+def fifths_distance(a: tuple[str, str], b: tuple[str, str]) -> int:
+    """Steps on the circle of fifths between two (key, mode) pairs: 0 (same notes) to 6."""
+    d = (signature(*a) - signature(*b)) % 12
+    return min(d, 12 - d)
+
+
+def tonic_at(place: int, mode: str) -> str:
+    """The tonic of `mode` whose notes sit at `place` on the circle of fifths."""
+    parent = place * 7 % 12  # 7 is its own inverse mod 12
+    return KEYS[(parent + MODE_DEGREE[MusicMode(mode)]) % 12]
+
+
+def step_towards(playing: tuple[str, str], key: str, mode: str) -> str:
+    """The tonic in `mode` at most one step from `playing`, as close to `key` as that allows."""
+    here, there = signature(*playing), signature(key, mode)
+    d = (there - here) % 12
+    move = 0 if d == 0 else (1 if d <= 6 else -1)
+    return key if fifths_distance(playing, (key, mode)) <= 1 else tonic_at(here + move, mode)
+
+
+def continuity(attrs: dict, playing, urgent: bool) -> dict:
+    """Rule 6: the next music starts from what is playing (`playing`: a MusicDescription or None)."""
+    if playing is None or urgent:
+        return attrs
+    lo, hi = playing.tempo_bpm * (1 - TEMPO_MOVE), playing.tempo_bpm * (1 + TEMPO_MOVE)
+    tempo = int(round(clamp(attrs["tempo_bpm"], lo, hi)))
+    tempo = int(clamp(tempo, max(40, math.ceil(lo)), min(200, math.floor(hi))))
+    key = step_towards((playing.key, str(playing.mode)), attrs["key"], attrs["mode"])
+    return {**attrs, "tempo_bpm": tempo, "key": key}
 
 
 def clamp(value: float, lo: float, hi: float) -> float:

@@ -16,7 +16,9 @@ Precedence, lowest to highest:
 5. The transition follows the change decision: no previous music or a skip -> crossfade; an urgent change
    into combat or danger -> cut; any other urgent change -> crossfade; the same music mode,
    tempo within 8 bpm and intensity within 0.15 of the previous -> continue; else crossfade.
-6. The caption is rebuilt from the final attributes (and the LLM's mood words when they are
+6. Continuity (the prior's rule 6): a non-urgent change moves the key at most one step on the
+   circle of fifths and the tempo at most 12 % from the music playing; an urgent one may jump.
+7. The caption is rebuilt from the final attributes (and the LLM's mood words when they are
    plain words no player wrote), so it never contradicts them.
 
 When the LLM is unavailable or answers nonsense, the description is the prior's (source "prior",
@@ -43,7 +45,7 @@ from metabgm_shared.contracts import (
 )
 from metabgm_shared.instruments import INSTRUMENTS, NAMES
 from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
-from metabgm_shared.prior import GENRES, Prior, clamp, prior
+from metabgm_shared.prior import GENRES, Prior, clamp, continuity, prior
 from metabgm_shared.settings import Describer
 from metabgm_shared.state import Players
 
@@ -235,6 +237,7 @@ class Describe:
             metrics.llm_fallbacks.labels("describe").inc()
         if decision is not None and decision.skip:
             attrs = vary(attrs, p, previous)
+        attrs = continuity(attrs, previous, urgent=decision is not None and decision.urgent)
         attrs, genre = apply_preferences(attrs, p.genre, prefs or Preferences(), p.bounds.palette)
         return MusicDescription(
             caption=caption(attrs, genre),

@@ -48,7 +48,7 @@ class CpuRenderer:
 
     def render(self, req: Request) -> Rendered:
         started = time.perf_counter()
-        arr = compose(req.description, req.bars, req.seed)
+        arr = compose(req.description, req.bars, req.seed, req.section)
         frames = int(round(arr.seconds * self.sr))
         stems = {stem: fold(self.play(parts, arr.seconds + TAIL_S), frames) for stem, parts in arr.stems.items()}
         mix = np.sum(list(stems.values()), axis=0)
@@ -96,4 +96,8 @@ class CpuRenderer:
 
 
 def describe_arrangement(arr: Arrangement) -> dict:
-    return {"parts": [f"{p.name}:{p.instrument}@{p.stem}" for p in arr.parts], "progression": list(arr.progression)}
+    return {
+        "parts": [f"{p.name}:{p.instrument}@{p.stem}" for p in arr.parts],
+        "progression": list(arr.progression),
+        "key": f"{arr.key} {arr.mode}",
+    }

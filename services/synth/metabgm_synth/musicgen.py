@@ -8,6 +8,8 @@ Rules:
   audio prompt (continuations) and without are generated in separate calls.
 - Output is cut to a whole number of bars of the requested tempo that fits under `max_s`, with
   a short extra tail crossfaded over the seam so the clip loops.
+- A section of a cue adds its role to the caption ("main theme", "quiet bridge") and continues
+  the previous section's tail (the stage passes it as the prompt).
 - The batch's seed is the first request's; each clip records it with its place in the batch.
   Weights licence: CC-BY-NC 4.0 (Meta's MusicGen checkpoints).
 """
@@ -136,6 +138,21 @@ class MusicgenRenderer:
         return y.astype(np.float32)
 
 
+# What each section of a cue asks of the model, on top of the description's caption.
+SECTION_WORDS = {
+    "intro": "sparse intro, few instruments",
+    "A": "main theme",
+    "B": "second theme, fuller",
+    "bridge": "quiet bridge, thinner",
+    "transition": "short transition",
+}
+
+
 def _caption(r: Request) -> str:
     d = r.description
-    return f"{d.caption.strip()}. {d.tempo_bpm} bpm, {d.key} {d.mode}, {', '.join(d.instruments)}"
+    s = r.section
+    key, mode = (s.key or d.key, s.mode or d.mode) if s else (d.key, d.mode)
+    text = f"{d.caption.strip()}. {d.tempo_bpm} bpm, {key} {mode}, {', '.join(d.instruments)}"
+    if s is not None:
+        text += f", {SECTION_WORDS[s.role]}" + (", variation" if s.variation else "")
+    return text

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import numpy as np
 
-from metabgm_shared.contracts import MusicDescription
+from metabgm_shared.contracts import MusicDescription, Section
 
 from .audio import Rendered
 
@@ -36,6 +36,7 @@ class Request:
     key: str
     prompt: np.ndarray | None = None  # audio to continue (frames x channels), at `prompt_sr`
     prompt_sr: int = 0
+    section: Section | None = None  # the section of a cue this clip is (None: a whole clip)
 
 
 class Renderer(Protocol):

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from metabgm_shared import metrics
-from metabgm_shared.contracts import Clip
+from metabgm_shared.contracts import Clip, Section
 
 from .audio import Rendered, encode
 
@@ -45,7 +45,8 @@ class ClipStore:
         metrics.cache_hits.inc()
         return clip.model_copy(update={"cached": True})
 
-    def put(self, key: str, r: Rendered, key_name: str, mode: str, provenance: dict) -> Clip:
+    def put(self, key: str, r: Rendered, key_name: str, mode: str, provenance: dict,
+            section: Section | None = None) -> Clip:  # fmt: skip
         files = {f"{key}.ogg": r.mix} | {f"{key}.{stem}.ogg": audio for stem, audio in r.stems.items()}
         for name, audio in files.items():
             self._write(name, encode(audio, r.sr))
@@ -63,6 +64,7 @@ class ClipStore:
             mode=mode,
             stems={stem: f"/clips/{key}.{stem}.ogg" for stem in r.stems},
             provenance=provenance,
+            section=section,
         )
         self._write(f"{key}.json", clip.model_dump_json(indent=1).encode())
         self.evict(keep=key)
