@@ -16,6 +16,8 @@ import jsonschema
 import pytest
 import yaml
 
+from metabgm_shared import settings
+
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((Path(__file__).parent / "compose-spec.json").read_text())
 APP = ("ingest", "narrator", "describer", "synth", "gateway")
@@ -136,8 +138,7 @@ def test_gpu_profile_runs_vllm_and_musicgen_on_gpus(gpu: dict) -> None:
         assert devices[0]["capabilities"] == ["gpu"], name
     assert services["synth"]["environment"]["METABGM_RENDERER"] == "musicgen"
     assert services["vllm"]["shm_size"]
-    command = " ".join(services["vllm"]["command"])
-    assert "--enable-lora" in command and "narrator=" in command and "describer=" in command
+    assert "--enable-lora" in services["vllm"]["command"]
     assert services["vllm"]["environment"]["HF_HUB_OFFLINE"] == "1"
     for name in ("narrator", "describer"):
         assert services[name]["environment"]["METABGM_LLM_BASE_URL"].endswith("vllm:8000/v1}")
@@ -168,3 +169,77 @@ def test_grafana_mounts_the_dashboards_kubernetes_uses(gpu: dict) -> None:
     volumes = gpu["services"]["grafana"]["volumes"]
     assert any(v.startswith("./k8s/base/grafana/dashboards:") for v in volumes)
     assert any(v.startswith("./deploy/prometheus/prometheus.yml:") for v in gpu["services"]["prometheus"]["volumes"])
+
+
+@pytest.fixture(scope="module")
+def adapters(gpu: dict) -> dict:
+    return merge(gpu, load("docker-compose.adapters.yml"))
+
+
+def test_day_one_runs_the_base_model_and_day_n_adds_the_adapters(gpu: dict, adapters: dict) -> None:
+    jsonschema.Draft7Validator(SCHEMA).validate(adapters)
+    day1 = gpu["services"]
+    command = day1["vllm"]["command"]
+    # A --lora-modules entry whose folder does not exist takes the engine down on the first request.
+    assert "--lora-modules" not in command and not any("/adapters" in v for v in day1["vllm"]["volumes"])
+    assert "--served-model-name=base" in command
+    assert "--max-loras=2" in command and "--disable-log-requests" in command
+    for name in ("narrator", "describer"):
+        assert day1[name]["environment"][f"METABGM_{name.upper()}_MODEL"] == "base", name
+    dayn = adapters["services"]
+    assert dayn["vllm"]["command"] == [
+        *command,
+        "--lora-modules",
+        "narrator=/adapters/narrator",
+        "describer=/adapters/describer",
+    ]
+    assert any(v.endswith(":/adapters:ro") for v in dayn["vllm"]["volumes"])
+    for name in ("narrator", "describer"):
+        assert dayn[name]["environment"][f"METABGM_{name.upper()}_MODEL"] == name, name
+
+
+def test_gpus_are_placed_by_id_and_synth_waits_for_vllm(gpu: dict) -> None:
+    services = active(gpu)
+    ids = {}
+    for name in ("vllm", "synth"):
+        (device,) = services[name]["deploy"]["resources"]["reservations"]["devices"]
+        assert "count" not in device, f"{name}: count: 1 is GPU 0 on every host"
+        ids[name] = device["device_ids"]
+    assert ids == {"vllm": ["${METABGM_VLLM_GPU:-0}"], "synth": ["${METABGM_SYNTH_GPU:-1}"]}
+    # On a shared GPU vLLM must claim its memory fraction before MusicGen loads.
+    assert services["synth"]["depends_on"]["vllm"]["condition"] == "service_healthy"
+
+
+@pytest.mark.parametrize("variant", ["gpu", "cpu"])
+def test_monitoring_and_the_gateway_do_not_wait_for_the_stages(variant: str, request) -> None:
+    services = active(request.getfixturevalue(variant))
+    assert "depends_on" not in services["prometheus"] and "depends_on" not in services["grafana"]
+    assert set(services["gateway"]["depends_on"]) == {"redis"}
+    assert "/livez" in " ".join(services["gateway"]["healthcheck"]["test"])
+    for name in ("ingest", "narrator", "describer", "synth"):
+        assert "/livez" in " ".join(services[name]["healthcheck"]["test"]), name
+
+
+SERVICE_SETTINGS = {
+    "ingest": settings.Ingest,
+    "narrator": settings.Narrator,
+    "describer": settings.Describer,
+    "synth": settings.Synth,
+    "gateway": settings.Gateway,
+}
+SECRETS = ("METABGM_COLLECTOR_TOKEN", "METABGM_COLLECTOR_TOKENS", "METABGM_MOD_KEY", "METABGM_LINK_SECRET")
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_SETTINGS))
+def test_every_setting_of_a_service_can_be_set_from_dotenv(gpu: dict, name: str) -> None:
+    """Each setting is either fixed by the stack or passed from `.env`: a key with no value (taken
+    from .env or the shell when set there) or a `${VAR...}` interpolation of the same name."""
+    env = gpu["services"][name]["environment"]
+    wanted = [f"METABGM_{field.upper()}" for field in SERVICE_SETTINGS[name].model_fields]
+    if name == "gateway":
+        wanted += SECRETS
+    missing = [var for var in wanted if var not in env]
+    assert not missing, f"{name}: not settable from .env: {', '.join(missing)}"
+    for var in wanted:
+        value = env[var]
+        assert value is None or not str(value).startswith("${") or str(value).startswith(f"${{{var}"), var

@@ -18,10 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
-
-from metabgm_shared import metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "k8s/base/grafana/dashboards").glob("*.json"))
@@ -60,24 +57,6 @@ def check_rules(tmp_path: Path, expressions: list[str]) -> subprocess.CompletedP
     path = tmp_path / "rules.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}))
     return subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def exported() -> dict[str, set[str]]:
-    """Series name -> label names, from the metric objects and from a live gateway."""
-    series: dict[str, set[str]] = {}
-    for obj in vars(metrics).values():
-        if not isinstance(obj, Counter | Gauge | Histogram):
-            continue
-        labels = set(obj._labelnames)
-        if isinstance(obj, Histogram):
-            series[f"{obj._name}_bucket"] = labels | {"le"}
-            series[f"{obj._name}_sum"] = series[f"{obj._name}_count"] = labels
-        elif isinstance(obj, Counter):
-            series[f"{obj._name}_total"] = labels
-        else:
-            series[obj._name] = labels
-    return series
 
 
 @pytest.fixture(scope="module")

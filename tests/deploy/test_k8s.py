@@ -6,6 +6,8 @@ checked structurally here instead (their fields we rely on), and no other kind i
 
 from __future__ import annotations
 
+import os
+import pwd
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +18,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.30.0"
-CRDS = {("keda.sh/v1alpha1", "ScaledObject"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
+CRDS = {
+    ("keda.sh/v1alpha1", "ScaledObject"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "StorageClass", "PersistentVolume"}
 QUEUES = {"ingest": "ingest", "narrator": "narrate", "describer": "describe", "synth": "synth"}
 OVERLAYS = ["cpu", "gpu"]
 
@@ -160,8 +167,8 @@ def test_gpu_overlay() -> None:
     shm = {v["name"]: v for v in vllm["volumes"]}["shm"]
     assert shm["emptyDir"]["medium"] == "Memory"
     assert any(m["mountPath"] == "/dev/shm" for m in vllm["containers"][0]["volumeMounts"])
-    args = " ".join(vllm["containers"][0]["args"])
-    assert "--enable-lora" in args and "narrator=" in args and "describer=" in args
+    args = vllm["containers"][0]["args"]
+    assert "--enable-lora" in args and "--served-model-name=base" in args
     assert {"name": "HF_HUB_OFFLINE", "value": "1"} in vllm["containers"][0]["env"]
 
 
@@ -176,3 +183,100 @@ def test_cpu_overlay() -> None:
         for c in containers(deploy):
             assert "nvidia.com/gpu" not in c["resources"].get("limits", {})
     assert containers(deploys["synth"])[0]["image"].startswith("metabgm/synth-cpu:")
+
+
+def render_on_top(tmp_path: Path, overlay: str, extra: str) -> list[dict]:
+    """Render an operator's own overlay: `overlay` plus the kustomization lines in `extra`, with
+    paths as the docs give them relative to `k8s/overlays/<name>/`."""
+    own = tmp_path / "k8s" / "overlays" / "mine"
+    own.mkdir(parents=True)
+    shutil.copytree(ROOT / "k8s" / "base", tmp_path / "k8s" / "base")
+    shutil.copytree(ROOT / "k8s" / "overlays" / overlay, tmp_path / "k8s" / "overlays" / overlay)
+    shutil.copytree(ROOT / "k8s" / "components", tmp_path / "k8s" / "components")
+    (own / "kustomization.yaml").write_text(f"resources:\n  - ../{overlay}\n{extra}")
+    return render(own)
+
+
+def assert_all_in_namespace(objs: list[dict]) -> None:
+    for obj in objs:
+        meta, what = obj["metadata"], f"{obj['kind']}/{obj['metadata']['name']}"
+        assert meta.get("labels", {}).get("app.kubernetes.io/part-of") == "metabgm", what
+        if obj["kind"] not in CLUSTER_SCOPED:
+            assert meta.get("namespace") == "metabgm", f"{what} is outside the metabgm namespace"
+
+
+def test_every_object_is_in_the_namespace_and_labelled(rendered) -> None:
+    _, objs = rendered
+    assert_all_in_namespace(objs)
+
+
+def test_day_n_adapters_component_loads_adapters_and_names_them(tmp_path: Path) -> None:
+    objs = render_on_top(tmp_path, "gpu", "components:\n  - ../../components/adapters\n")
+    assert_all_in_namespace(objs)
+    deploys = by_kind(objs, "Deployment")
+    args = containers(deploys["vllm"])[0]["args"]
+    i = args.index("--lora-modules")
+    assert args[i + 1 :] == ["narrator=/models/adapters/narrator", "describer=/models/adapters/describer"]
+    for name, model in (("narrator", "narrator"), ("describer", "describer")):
+        env = containers(deploys[name])[0]["env"]
+        assert {"name": f"METABGM_{name.upper()}_MODEL", "value": model} in env, name
+
+
+def test_day_one_vllm_serves_the_base_model_without_adapters() -> None:
+    objs = render(ROOT / "k8s/overlays/gpu")
+    (vllm,) = containers(by_kind(objs, "Deployment")["vllm"])
+    args = vllm["args"]
+    # A --lora-modules entry whose folder does not exist takes the engine down on the first request.
+    assert "--lora-modules" not in args and not any("adapters/" in a for a in args)
+    assert "--served-model-name=base" in args
+    assert "--max-loras=2" in args and "--disable-log-requests" in args
+    env = config(objs)
+    assert env["METABGM_NARRATOR_MODEL"] == env["METABGM_DESCRIBER_MODEL"] == "base"
+
+
+def test_vllm_starts_as_a_uid_without_a_passwd_entry(tmp_path: Path) -> None:
+    """torch's inductor cache calls getpass.getuser() at import; for a uid with no passwd entry
+    only the environment can answer. Run exactly that as the pod's uid with the pod's env."""
+    objs = render(ROOT / "k8s/overlays/gpu")
+    pod = by_kind(objs, "Deployment")["vllm"]["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    uid = pod["securityContext"]["runAsUser"]
+    writable = {m["mountPath"] for m in c["volumeMounts"] if not m.get("readOnly")} - {"/dev/shm"}
+    for name in ("HOME", "XDG_CACHE_HOME", "VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR", "TRITON_CACHE_DIR"):
+        assert any(env[name].startswith(w) for w in writable), f"{name}={env.get(name)} is not writable"
+    with pytest.raises(KeyError):
+        pwd.getpwuid(uid)  # as in the vLLM image: no entry
+    python = shutil.which("python3", path="/usr/bin:/usr/local/bin")  # one any uid may run
+    if os.geteuid() != 0 or python is None:
+        pytest.skip("running as another uid needs root and a system python3")
+    probe = [python, "-c", "import getpass; print(getpass.getuser())"]
+    bare = subprocess.run(probe, env={}, user=uid, capture_output=True, text=True, cwd=tmp_path)
+    assert bare.returncode != 0  # the failure vLLM hits without the env
+    out = subprocess.run(probe, env=env, user=uid, capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == env["USER"], out.stderr
+
+
+def test_release_label_reaches_the_prometheus_operator_and_can_be_changed(tmp_path: Path) -> None:
+    objs = render(ROOT / "k8s/overlays/cpu")
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        (obj,) = by_kind(objs, kind).values()
+        assert obj["metadata"]["labels"]["release"] == "kube-prometheus-stack", kind
+    # The patch docs/operations.md gives for a release with another name.
+    patch = (ROOT / "docs/operations.md").read_text().split("<!-- release-patch -->")[1].split("```")[1]
+    objs = render_on_top(tmp_path, "cpu", patch.removeprefix("yaml\n"))
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        (obj,) = by_kind(objs, kind).values()
+        assert obj["metadata"]["labels"]["release"] == "my-monitoring", kind
+
+
+def test_liveness_never_touches_redis_and_sees_a_wedged_worker(rendered) -> None:
+    _, objs = rendered
+    deploys = by_kind(objs, "Deployment")
+    gateway = containers(deploys["gateway"])[0]
+    # /metrics and /healthz read Redis: a blackholed Redis must not restart (or unready) every gateway.
+    assert gateway["livenessProbe"]["httpGet"]["path"] == "/livez"
+    assert gateway["readinessProbe"]["httpGet"]["path"] == "/livez"
+    for name in QUEUES:
+        (c,) = containers(deploys[name])
+        assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}, name
