@@ -152,7 +152,7 @@ class Client:
         last: Exception | None = None
         for attempt in range(self.settings.llm_retries + 1):
             if not self.breaker.allow():
-                metrics.llm_latency.labels(self.stage, "breaker_open").observe(0)
+                metrics.llm_breaker_rejections.labels(self.stage).inc()
                 raise Unavailable(f"circuit breaker open for {self.base_url}") from last
             if attempt:
                 time.sleep(self.settings.llm_backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))

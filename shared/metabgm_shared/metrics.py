@@ -30,6 +30,7 @@ unknown_labels = Counter("metabgm_unknown_labels_total", "Unknown labels in mod 
 decisions = Counter("metabgm_scene_decisions_total", "Change decisions of the ingest stage", ["changed"])
 queue_depth = Gauge("metabgm_queue_depth", "Jobs waiting on a queue", ["queue"])
 inflight = Gauge("metabgm_inflight_players", "Players with a job in the pipeline")
+stage_live_workers = Gauge("metabgm_stage_live_workers", "Workers of a stage whose heartbeat is live", ["stage"])
 coalesced = Counter("metabgm_coalesced_total", "Pending scenes replaced by a newer one (latest wins)")
 stale_dropped = Counter("metabgm_stale_dropped_total", "Jobs dropped for being too old", ["stage"])
 errors = Counter("metabgm_errors_total", "Errors by stage and kind", ["stage", "kind"])
@@ -45,6 +46,10 @@ llm_latency = Histogram(
 llm_tokens = Counter("metabgm_llm_tokens_total", "LLM tokens", ["stage", "kind"])
 llm_fallbacks = Counter("metabgm_llm_fallbacks_total", "Results produced without the LLM", ["stage"])
 breaker_open = Gauge("metabgm_llm_breaker_open", "1 while the circuit breaker is open", ["stage"])
+# Fast-fails of the open breaker send no request: counted here, never observed as a latency.
+llm_breaker_rejections = Counter(
+    "metabgm_llm_breaker_rejections_total", "LLM calls refused by the open breaker, no request sent", ["stage"]
+)
 synth_rtf = Histogram(
     "metabgm_synth_realtime_factor",
     "Seconds of audio rendered per second of compute",

@@ -15,7 +15,8 @@ TASKS = {stage: f"metabgm.{stage}" for stage in STAGES}
 NEXT = {"narrate": "describe", "describe": "synth"}
 
 
-def make_celery(redis_url: str, name: str = "metabgm") -> Celery:
+def make_celery(redis_url: str, name: str = "metabgm", timeout_s: float = 5.0) -> Celery:
+    """`timeout_s`: socket and connect timeout on the broker connections (a blackholed Redis errors)."""
     app = Celery(name, broker=redis_url)
     app.conf.update(
         task_queues=[Queue(stage) for stage in STAGES],
@@ -29,7 +30,11 @@ def make_celery(redis_url: str, name: str = "metabgm") -> Celery:
         worker_hijack_root_logger=False,
         broker_connection_retry_on_startup=True,
         # A task unacked this long is redelivered; longer than any stage may take.
-        broker_transport_options={"visibility_timeout": 900},
+        broker_transport_options={
+            "visibility_timeout": 900,
+            "socket_timeout": timeout_s,
+            "socket_connect_timeout": timeout_s,
+        },
         worker_send_task_events=False,
     )
     return app

@@ -29,6 +29,11 @@ class Common(BaseSettings):
     # A lost job frees its player after this; longer than any job may live (stale_after_s).
     inflight_lease_s: float = Field(120.0, gt=0, description="a lost job frees its player after this")
     heartbeat_s: float = Field(5.0, gt=0)
+    # Every Redis client (state, broker, pub/sub) gives up after this: a blackholed Redis is an
+    # error the caller handles, never a request or probe that hangs.
+    redis_timeout_s: float = Field(5.0, gt=0, le=60, description="socket and connect timeout of Redis clients")
+    # A worker whose task has run this long is wedged: its /livez turns 503 and the orchestrator restarts it.
+    task_deadline_s: float = Field(300.0, gt=0, description="a task running longer makes the worker not alive")
 
 
 class Ingest(Common):

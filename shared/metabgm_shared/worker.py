@@ -1,5 +1,5 @@
 """What every stage worker shares: its Celery task wrapper, latest-wins hand-off between
-stages, staleness, error containment, heartbeats and the metrics endpoint.
+stages, staleness, error containment, heartbeats, liveness and the metrics endpoint.
 
 A stage is a function `Job -> Job | None`. The wrapper guarantees that whatever the function
 does (returns, raises, or the job is stale) the player's turn is handed on, so no player is ever
@@ -8,14 +8,18 @@ left waiting on a job that will not finish, and no bad job takes the worker down
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import redis
 from celery import Celery
-from prometheus_client import start_http_server
+from prometheus_client import make_wsgi_app
 
 from . import metrics
 from .contracts import Job
@@ -107,10 +111,68 @@ class Runtime:
 
 
 def runtime(settings: Common) -> Runtime:
-    client = redis.Redis.from_url(settings.redis_url)
+    timeout = settings.redis_timeout_s
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     players = Players(client, settings.inflight_lease_s)
-    app = make_celery(settings.redis_url)
+    app = make_celery(settings.redis_url, timeout_s=timeout)
     return Runtime(settings, client, players, app, Pipeline(app, players, settings.stale_after_s))
+
+
+class Progress:
+    """The tasks this worker runs now and since when. The worker is alive while none has run past
+    `deadline_s`: a consumer wedged in a task (a hung call, a deadlock) turns its /livez 503 and
+    the orchestrator restarts it, which the metrics endpoint alone would never show."""
+
+    def __init__(self, deadline_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.deadline_s, self.clock = deadline_s, clock
+        self._running: dict[int, float] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def task(self) -> Iterator[None]:
+        key = object()
+        with self._lock:
+            self._running[id(key)] = self.clock()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._running[id(key)]
+
+    def oldest_s(self) -> float:
+        """How long the oldest running task has run; 0 when idle."""
+        with self._lock:
+            started = min(self._running.values(), default=None)
+        return 0.0 if started is None else self.clock() - started
+
+    def alive(self) -> bool:
+        return self.oldest_s() <= self.deadline_s
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, *args) -> None:  # probes every few seconds would flood the log
+        pass
+
+
+def serve_metrics(port: int, progress: Progress, host: str = "127.0.0.1") -> WSGIServer:
+    """/livez (see `Progress`) and Prometheus /metrics on one port, in a daemon thread."""
+    metrics_app = make_wsgi_app()
+
+    def app(environ, start_response):
+        if environ.get("PATH_INFO") != "/livez":
+            return metrics_app(environ, start_response)
+        oldest = progress.oldest_s()
+        status = "200 OK" if progress.alive() else "503 Service Unavailable"
+        start_response(status, [("Content-Type", "text/plain")])
+        return [f"oldest task {oldest:.0f} s, deadline {progress.deadline_s:.0f} s\n".encode()]
+
+    server = make_server(host, port, app, _Server, handler_class=_QuietHandler)
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    return server
 
 
 def serve(rt: Runtime, stage: str, fn: Stage, *, concurrency: int = 4) -> None:
@@ -119,12 +181,15 @@ def serve(rt: Runtime, stage: str, fn: Stage, *, concurrency: int = 4) -> None:
     Always a thread pool: the stages wait on I/O (LLM calls, Redis) or on native code that frees
     the GIL, and the metrics they observe must reach this process's /metrics."""
 
+    progress = Progress(rt.settings.task_deadline_s)
+
     @rt.app.task(name=TASKS[stage], bind=False)
     def task(payload: dict) -> None:
-        run_stage(rt.pipeline, stage, fn, payload)
+        with progress.task():
+            run_stage(rt.pipeline, stage, fn, payload)
 
     if rt.settings.metrics_port:
-        start_http_server(rt.settings.metrics_port)
+        serve_metrics(rt.settings.metrics_port, progress, "0.0.0.0")
     heartbeat = Heartbeat(rt.redis, stage, rt.settings.heartbeat_s)
     heartbeat.start()
     try:

@@ -29,7 +29,8 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        client = aioredis.Redis.from_url(settings.redis_url)
+        timeout = settings.redis_timeout_s
+        client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
         relay = Relay(client)
         await relay.start()
         app.state.services = Services(
@@ -37,7 +38,7 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
             secrets=secrets,
             redis=client,
             relay=relay,
-            celery=make_celery(settings.redis_url),
+            celery=make_celery(settings.redis_url, timeout_s=timeout),
             links=Links.from_secret(secrets.link_secret, settings.link_ttl_s),
             buckets=Buckets(settings.collector_rate_per_s, settings.collector_burst),
         )

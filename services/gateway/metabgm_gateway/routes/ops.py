@@ -1,8 +1,9 @@
-"""Health and metrics."""
+"""Liveness, health and metrics."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -15,6 +16,13 @@ from metabgm_shared.state import HEARTBEATS, INFLIGHT, MOD_PLAYERS, live_stages
 from ..deps import ServicesDep
 
 router = APIRouter(tags=["ops"])
+
+
+@router.get("/livez")
+async def livez() -> dict:
+    """Liveness: the event loop answers. Touches nothing else, Redis least of all, so a slow or
+    blackholed Redis never gets a gateway restarted (and its listeners cut off)."""
+    return {"ok": True}
 
 
 @router.get("/healthz")
@@ -42,6 +50,11 @@ async def prometheus(svc: ServicesDep) -> Response:
             metrics.queue_depth.labels(queue).set(await svc.redis.llen(queue))
         metrics.inflight.set(await svc.redis.zcount(INFLIGHT, time.time() * 1000, "+inf"))
         metrics.mod_players.set(await svc.redis.zcount(MOD_PLAYERS, time.time(), "+inf"))
+        beats = Counter(
+            m.decode().split(":", 1)[0] for m in await svc.redis.zrangebyscore(HEARTBEATS, time.time(), "+inf")
+        )
+        for stage in STAGES:
+            metrics.stage_live_workers.labels(stage).set(beats[stage])
     except Exception:
         metrics.errors.labels("gateway", "redis").inc()
     # The seed mod runs in each player's client, so every mod sender is a collector of its own.
