@@ -7,8 +7,10 @@ Rules:
 - The reply is kept only if it passes `guard`: 1-3 complete sentences addressed to the player
   ("you"), not empty, not runaway (too long, cut off, repetitive), not in the first person, not
   echoing its input (a 4-word run of the prompt's instructions and example, of the scene or of
-  the recent narratives, or any word the players wrote). Otherwise, and whenever the LLM is
-  unavailable, a deterministic narrative is built from the scene (source "fallback", counted).
+  the recent narratives, or any word the players wrote), and grounded: it names no mob, biome,
+  dimension or weather the scene lacks, no digit and no vocabulary placeholder (`grounding`).
+  Otherwise, and whenever the LLM is unavailable, a deterministic narrative is built from the
+  scene (source "fallback", counted).
 - The narrative is pushed to the player's memory and published as a "narrative" event.
 """
 
@@ -22,6 +24,8 @@ from metabgm_shared.contracts import CharacterizedScene, Dimension, Event, Job, 
 from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
 from metabgm_shared.settings import Narrator
 from metabgm_shared.state import Players
+
+from .grounding import ungrounded
 
 NO_RECENT = "(none, this is the start)"
 MAX_CHARS = 320
@@ -38,8 +42,16 @@ def _grams(ws: list[str], n: int) -> set[tuple[str, ...]]:
     return {tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)}
 
 
-def guard(text: str, *, inputs: list[str], player_texts: list[str], finish: str = "stop") -> str | None:
-    """The reply cleaned to 1-3 sentences, or None when it must not be used."""
+def guard(
+    text: str,
+    *,
+    inputs: list[str],
+    player_texts: list[str],
+    finish: str = "stop",
+    scene: CharacterizedScene | None = None,
+) -> str | None:
+    """The reply cleaned to 1-3 sentences, or None when it must not be used (with `scene`, also
+    when it names a mob, biome, dimension or weather the scene does not contain)."""
     text = clean(text, cap=4 * MAX_CHARS).strip().strip("\"'`").strip()
     text = re.sub(r"^(narration|narrative)\s*:\s*", "", text, flags=re.I)
     if not text or any(c in text for c in "{}<>[]|#*") or re.search(r"\w+:\s", text):
@@ -51,8 +63,8 @@ def guard(text: str, *, inputs: list[str], player_texts: list[str], finish: str 
         sentences = [text.rstrip(",;") + "."]
     if any(len(s) > MAX_SENTENCE_CHARS for s in sentences[:3]):
         return None
-    if len({s.lower() for s in sentences[:3]}) < len(sentences[:3]):
-        return None
+    if len({s.lower() for s in sentences[:3]}) < len(sentences[:3]) or any(len(words(s)) < 3 for s in sentences[:3]):
+        return None  # a repeated sentence, or a fragment ("5 min.")
     out = " ".join(sentences[:3])
     ws = words(out)
     if {"i", "i'm", "me", "my", "we", "our"} & set(ws):
@@ -67,6 +79,8 @@ def guard(text: str, *, inputs: list[str], player_texts: list[str], finish: str 
     known = {w for t in inputs for w in words(t)}
     written = {w for t in player_texts for w in words(t) if len(w) >= 4} - known
     if written & set(ws):
+        return None
+    if scene is not None and ungrounded(out, scene):
         return None
     return out
 
@@ -131,7 +145,8 @@ class NarrateStage:
             # The prompt's own words count as input: a small model parrots its instructions and
             # the example reply.
             inputs = [self.prompt.system.template, self.prompt.user.template, NO_RECENT, scene.text, *recent]
-            text = guard(reply.text, inputs=inputs, player_texts=[t.text for t in scene.texts], finish=reply.finish)
+            text = guard(reply.text, inputs=inputs, player_texts=[t.text for t in scene.texts], finish=reply.finish,
+                         scene=scene)  # fmt: skip
         except LLMError:
             pass  # Unavailable included: the player gets the fallback, the breaker does the rest
         source = "llm" if text else "fallback"
