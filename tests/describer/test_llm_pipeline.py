@@ -6,6 +6,7 @@ import time
 import httpx
 import redis
 
+from metabgm_gateway.modkeys import player_key
 from metabgm_narrator.narrate import guard
 from metabgm_shared.contracts import MusicDescription
 from metabgm_shared.settings import Secrets
@@ -14,7 +15,7 @@ from metabgm_shared.state import Players
 
 def test_mod_window_to_narrative_and_description(make_stack, sample_window):
     stack = make_stack(stages=("ingest", "narrate", "describe"))
-    base = f"{stack.base_url}/mod/{Secrets(stack.data_dir).mod_key}"
+    base = f"{stack.base_url}/mod/{player_key(Secrets(stack.data_dir).mod_key, 'novel2430')}"
     assert httpx.post(f"{base}/api/input/add-player", json={"PlayerName": "novel2430"}).json()["state"] == 1
     r = httpx.post(f"{base}/api/input/add-player-data", json={"PlayerName": "novel2430", "Data": sample_window})
     assert r.status_code == 200, r.text

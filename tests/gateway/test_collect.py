@@ -15,8 +15,8 @@ def token(data_dir, name: str) -> str:
     ).stdout.strip()  # fmt: skip
 
 
-def post(stack, tok: str) -> httpx.Response:
-    window = {"server_id": "s1", "player_id": "alex", "biome": {"Plains": 100.0}}
+def post(stack, tok: str, server: str) -> httpx.Response:
+    window = {"server_id": server, "player_id": "alex", "biome": {"Plains": 100.0}}
     return httpx.post(
         f"{stack.base_url}/v1/windows", json={"windows": [window]}, headers={"Authorization": f"Bearer {tok}"}
     )
@@ -30,12 +30,13 @@ def test_named_collectors_get_their_own_token_and_limit(make_stack):
     survival = token(stack.data_dir, "survival")
     assert len({lobby, survival}) == 2
 
-    assert [post(stack, lobby).status_code for _ in range(3)] == [200, 200, 429]
+    # a collector made without --server is bound to the server of its own name
+    assert [post(stack, lobby, "lobby").status_code for _ in range(3)] == [200, 200, 429]
     # another collector is not throttled by the first one's traffic
-    assert post(stack, survival).status_code == 200
-    r = post(stack, lobby)
+    assert post(stack, survival, "survival").status_code == 200
+    r = post(stack, lobby, "lobby")
     assert r.status_code == 429 and "lobby" in r.json()["detail"]
-    assert post(stack, lobby[:-2] + "xx").status_code == 401
+    assert post(stack, lobby[:-2] + "xx", "lobby").status_code == 401
 
 
 def test_bad_collector_names_are_refused(tmp_path):

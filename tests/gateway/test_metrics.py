@@ -27,7 +27,7 @@ def test_definitions_cover_the_pipeline():
 
 def test_the_gateway_exports_every_metric(redis_url, tmp_path):
     settings = Gateway(redis_url=redis_url, data_dir=tmp_path, required_stages="")
-    with TestClient(create_app(settings, Secrets(tmp_path))) as client:
+    with TestClient(create_app(settings, Secrets(tmp_path)), client=("127.0.0.1", 50000)) as client:
         r = client.get("/metrics")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     found = families(r.text)

@@ -77,7 +77,7 @@ def test_relay_rules(mod_base, sample_window):
 def test_silent_players_are_dropped(make_stack, sample_window):
     from metabgm_shared.settings import Secrets
 
-    stack = make_stack(stages=("ingest",), env={"METABGM_MOD_IDLE_S": "1"})
+    stack = make_stack(stages=("ingest",), env={"METABGM_MOD_IDLE_S": "1", "METABGM_MOD_SHARED_KEY": "true"})
     base = f"{stack.base_url}/mod/{Secrets(stack.data_dir).mod_key}"
     assert httpx.post(f"{base}/api/input/add-player", json={"PlayerName": "idle"}).json()["state"] == 1
     time.sleep(2.1)

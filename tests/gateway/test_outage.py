@@ -3,13 +3,14 @@ gateway keeps serving."""
 
 import httpx
 
+from metabgm_gateway.modkeys import player_key
 from metabgm_shared.settings import Secrets
 
 
 def test_broker_outage_is_a_503_with_a_message_not_a_crash(make_stack, sample_window):
     stack = make_stack(stages=("ingest",))
     secrets = Secrets(stack.data_dir)
-    mod = f"{stack.base_url}/mod/{secrets.mod_key}"
+    mod = f"{stack.base_url}/mod/{player_key(secrets.mod_key, 'alex')}"
     assert httpx.post(f"{mod}/api/input/add-player", json={"PlayerName": "alex"}).json()["state"] == 1
     stack.procs["redis"].terminate()
     stack.procs["redis"].wait(10)

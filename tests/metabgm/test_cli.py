@@ -15,5 +15,5 @@ def test_mod_url_and_link_use_the_public_url(tmp_path):
     public = "https://music.example.net"
     with Stack(tmp_path / "inst", port=free_port(), stages=("ingest",), env={"METABGM_PUBLIC_URL": public}) as stack:
         data_dir = str(stack.data_dir)
-        assert run("mod-url", "--data-dir", data_dir).startswith(f"{public}/mod/")
+        assert run("mod-url", "--player", "alex", "--data-dir", data_dir).startswith(f"{public}/mod/alex~")
         assert run("link", "alex", "--data-dir", data_dir).startswith(f"{public}/listen/")

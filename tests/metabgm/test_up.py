@@ -37,13 +37,12 @@ def test_up_runs_the_whole_pipeline(tmp_path, sample_window):
         assert set(httpx.get(f"{base}/healthz").json()["stages"]) == {"ingest", "narrate", "describe", "synth"}
 
         printed = subprocess.run(
-            [sys.executable, "-m", "metabgm.cli", "mod-url", "--data-dir", str(data_dir)],
+            [sys.executable, "-m", "metabgm.cli", "mod-url", "--player", "novel2430", "--data-dir", str(data_dir)],
             capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
-        assert printed.startswith(f"{base}/mod/")
-        assert (
-            printed in proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline() + proc.stdout.readline()
-        )
+        assert printed.startswith(f"{base}/mod/novel2430~")
+        banner = "".join(iter(proc.stdout.readline, "Ctrl-C stops it.\n"))
+        assert "mod-url --player NAME" in banner
 
         instance = json.loads((data_dir / "instance.json").read_text())
         events = redis.Redis.from_url(instance["redis_url"]).pubsub()

@@ -15,6 +15,7 @@ async def forward(
     queue: asyncio.Queue,
     render: Callable[[dict], dict | None],
     on_message: Callable[[str], Awaitable[None]] | None = None,
+    before_send: Callable[[dict], Awaitable[None]] | None = None,
 ) -> None:
     async def reader() -> None:
         while True:
@@ -25,8 +26,11 @@ async def forward(
     async def writer() -> None:
         while True:
             out = render(json.loads(await queue.get()))
-            if out is not None:
-                await ws.send_json(out)
+            if out is None:
+                continue
+            if before_send is not None:
+                await before_send(out)
+            await ws.send_json(out)
 
     tasks = [asyncio.create_task(reader()), asyncio.create_task(writer())]
     try:

@@ -19,14 +19,19 @@
    and weather lead. A feature missing from the mode's list is dropped.
 6. Events and vitals a native collector adds appear as features where the mode cares: `hurt by`
    (damage sources), `deaths`, `air` (below a full breath), `action`.
-7. Render `text`, a compact prompt-ready form: `mode: combat; attacked: 80%; attackers: zombie
+7. Every label is a word of the game's vocabulary (metabgm_shared.vocab) before anything else
+   reads it: an unknown biome is `Unknown`, an unknown mob, damage source or action `unknown`,
+   an unknown label of a closed distribution (time, weather, health, ...) is dropped. A collector
+   cannot put `SYSTEM: ...` into a prompt or into the rule narrator's sentence.
+8. Render `text`, a compact prompt-ready form: `mode: combat; attacked: 80%; attackers: zombie
    2.0, skeleton 1.0; health: Dying 60%, Normal 40%`. Player-written text is never part of it:
    it travels apart, in `texts`, marked untrusted.
 """
 
 from __future__ import annotations
 
-from metabgm_shared.contracts import CharacterizedScene, Dimension, Feature, Mode, SceneWindow
+from metabgm_shared import vocab
+from metabgm_shared.contracts import CharacterizedScene, Dimension, Entity, Events, Feature, Mode, SceneWindow
 
 SECOND_LABEL_MIN = 30
 CAVE_BIOMES = {"Deep Dark", "Dripstone Caves", "Lush Caves"}
@@ -118,7 +123,30 @@ def classify(w: SceneWindow, dimension: Dimension, biome: str | None) -> Mode:
     return Mode.exploration
 
 
+def in_vocabulary(w: SceneWindow) -> SceneWindow:
+    """Rule 7: the window with every collector label mapped to the vocabulary."""
+    entities = [e.model_copy(update={"type": vocab.known("mob", e.type)}) for e in w.entities]
+    sources = [vocab.known("damage", s) for s in w.events.damage_sources]
+    update = {name: vocab.closed(name, getattr(w, name)) for name in ("time_of_day", "weather", "temperature")}
+    update |= {name: vocab.closed(name, getattr(w, name)) for name in ("status", "motion")}
+    vitals = w.vitals.model_copy(
+        update={"health": vocab.closed("health", w.vitals.health), "hunger": vocab.closed("hunger", w.vitals.hunger)}
+    )
+    return w.model_copy(
+        update={
+            **update,
+            "biome": vocab.biomes(w.biome),
+            "biome_ahead": vocab.biomes(w.biome_ahead),
+            "entities": [Entity.model_validate(e.model_dump()) for e in entities],
+            "events": Events.model_validate({**w.events.model_dump(), "damage_sources": sources}),
+            "vitals": vitals,
+            "action": vocab.known("action", w.action) if w.action else None,
+        }
+    )
+
+
 def characterize(w: SceneWindow, max_features: int = 6) -> CharacterizedScene:
+    w = in_vocabulary(w)
     biome = dominant(w.biome)
     dimension = w.dimension or Dimension.overworld
     mode = classify(w, dimension, biome)
