@@ -20,7 +20,7 @@ from .body import describe_errors
 from .deps import Links, Services
 from .ratelimit import Buckets
 from .relay import Relay
-from .routes import collect, listen, mod, ops
+from .routes import collect, listen, mod, operator, ops
 
 
 def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
@@ -62,7 +62,7 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
         body = {"state": 0, "data": message} if mod.is_mod_path(request.url.path) else {"detail": message}
         return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
 
-    for router in (ops.router, collect.router, mod.router, listen.router):
+    for router in (ops.router, collect.router, mod.router, listen.router, operator.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=listen.STATIC), name="static")
     return app
