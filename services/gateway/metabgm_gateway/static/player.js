@@ -23,6 +23,7 @@ const state = {
   reported: [],
   errors: [],
   preferences: null,
+  section: null, // the cue's section playing now: {index, role}
 };
 
 const engine = new Engine({
@@ -39,11 +40,15 @@ const engine = new Engine({
     status("playing");
     report(voice.event);
   },
+  onSection: (voice) => {
+    state.section = { index: voice.index, role: voice.clip.section?.role ?? null };
+  },
 });
 
 window.metabgm = Object.assign(state, {
   engine,
   switches: engine.switches,
+  sections: engine.sections,
   contextState: () => engine.ctx?.state ?? "none",
   contextTime: () => engine.ctx?.currentTime ?? 0,
   position: () => engine.position(),
