@@ -4,10 +4,11 @@ Labels arrive exactly as the mod spells them, typos included (`Toching Water`, `
 `patrik`, `Sa Plateau`); they are mapped to canonical names here and nowhere else.
 
 Unknown labels, handled on purpose and counted in `metabgm_unknown_labels_total`:
-- open vocabularies (`Biome`, `BiomePredict`, `Monster`) keep an unknown label: a newer game
-  version adds biomes and mobs, and a `Monster` entry is hostile by the mod's definition. Such a
-  label reaches the LLM prompts as scene data, so it must look like a game name (a biome: up to
-  four Title Case words; a mob: one lowercase word); anything else becomes `Unknown` / `unknown`;
+- open vocabularies (`Biome`, `BiomePredict`, `Monster`) keep an unknown label in the window
+  if it looks like a game name (a biome: up to four Title Case words; a mob: one lowercase word;
+  anything else becomes `Unknown` / `unknown`): a newer game version adds biomes and mobs, and a
+  `Monster` entry is hostile by the mod's definition. It reaches no prompt as written: the
+  characterization maps every label to the game's vocabulary (vocab.py) first;
 - closed vocabularies (`Time`, `Climate`, `Health`, ...) drop an unknown label: nothing downstream
   could interpret it, and guessing would put words in the player's mouth;
 - unknown top-level keys are ignored.
@@ -60,8 +61,10 @@ class ModWindowError(ValueError):
 def _number(key: str, label: str, value: Any, upper: float) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ModWindowError(f"{key}.{label}: expected a number, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or value > upper:
-        raise ModWindowError(f"{key}.{label}: {value!r} is outside 0-{upper:g}")
+    # Compared before any float(): an integer too large for a float is out of range, not a crash.
+    if (isinstance(value, float) and not math.isfinite(value)) or value < 0 or value > upper:
+        shown = "a huge integer" if isinstance(value, int) and value.bit_length() > 64 else repr(value)
+        raise ModWindowError(f"{key}.{label}: {shown} is outside 0-{upper:g}")
     return float(value)
 
 

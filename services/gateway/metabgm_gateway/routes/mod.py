@@ -17,9 +17,10 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import time
 
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from metabgm_shared import metrics
@@ -163,8 +164,9 @@ async def new_data(websocket: WebSocket, name: str, key: str | None) -> None:
         return
     await websocket.accept()
     async with svc.relay.listen(channel(player_key(svc.settings.mod_server_id, name))) as queue:
-        await websocket.send_json({"state": 0, "data": f"listening for {name}"})
-        await forward(websocket, queue, _as_mod)
+        with contextlib.suppress(WebSocketDisconnect):  # the client went away mid-send
+            await websocket.send_json({"state": 0, "data": f"listening for {name}"})
+            await forward(websocket, queue, _as_mod)
 
 
 def _as_mod(event: dict) -> dict | None:
