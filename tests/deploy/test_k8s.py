@@ -22,6 +22,7 @@ CRDS = {
     ("keda.sh/v1alpha1", "ScaledObject"),
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
     ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"),
 }
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "StorageClass", "PersistentVolume"}
 QUEUES = {"ingest": "ingest", "narrator": "narrate", "describer": "describe", "synth": "synth"}
@@ -280,3 +281,100 @@ def test_liveness_never_touches_redis_and_sees_a_wedged_worker(rendered) -> None
     for name in QUEUES:
         (c,) = containers(deploys[name])
         assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "metrics"}, name
+
+
+def test_redis_needs_its_password_and_only_metabgm_and_keda_reach_it(rendered) -> None:
+    _, objs = rendered
+    deploys = by_kind(objs, "Deployment")
+    (redis,) = containers(deploys["redis"])
+    args = redis["args"]
+    assert args[args.index("--requirepass") + 1] == "$(REDIS_PASSWORD)"
+    secret_keys = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"] if "valueFrom" in e}
+    assert secret_keys["REDIS_PASSWORD"] == {"name": "metabgm-secrets", "key": "METABGM_REDIS_PASSWORD"}
+    assert secret_keys["REDISCLI_AUTH"] == secret_keys["REDIS_PASSWORD"]  # the redis-cli probes authenticate
+    for name in [*QUEUES, "gateway"]:
+        env = [e["name"] for e in containers(deploys[name])[0]["env"]]
+        url = {e["name"]: e.get("value") for e in containers(deploys[name])[0]["env"]}["METABGM_REDIS_URL"]
+        assert url == "redis://:$(METABGM_REDIS_PASSWORD)@redis:6379/0", name
+        # $(VAR) expands only from variables defined before it.
+        assert env.index("METABGM_REDIS_PASSWORD") < env.index("METABGM_REDIS_URL"), name
+    (auth,) = by_kind(objs, "TriggerAuthentication").values()
+    assert auth["spec"]["secretTargetRef"] == [
+        {"parameter": "password", "name": "metabgm-secrets", "key": "METABGM_REDIS_PASSWORD"}
+    ]
+    for so in by_kind(objs, "ScaledObject").values():
+        assert so["spec"]["triggers"][0]["authenticationRef"]["name"] == auth["metadata"]["name"]
+    (policy,) = by_kind(objs, "NetworkPolicy").values()
+    assert policy["spec"]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "redis"}
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": 6379}]
+    own, keda = rule["from"]
+    assert own == {"podSelector": {"matchLabels": {"app.kubernetes.io/part-of": "metabgm"}}}
+    assert keda["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "keda"}
+    for name, deploy in deploys.items():  # every pod of ours matches the first rule
+        assert deploy["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/part-of"] == "metabgm", name
+    assert "METABGM_REDIS_PASSWORD" in (ROOT / "docs/operations.md").read_text()
+
+
+def route_paths(routes) -> set[str]:
+    """Every path the app serves, websockets and unlisted routes included, through included routers."""
+    out: set[str] = set()
+    for route in routes:
+        if hasattr(route, "original_router"):
+            out |= route_paths(route.original_router.routes)
+        elif getattr(route, "path", ""):
+            out.add(route.path)
+    return out
+
+
+PRIVATE = {"/metrics", "/healthz", "/livez", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}
+
+
+def test_example_ingress_routes_every_public_path_and_no_private_one(tmp_path: Path) -> None:
+    from metabgm_gateway.app import create_app
+    from metabgm_shared.settings import Gateway, Secrets
+
+    objs = render_on_top(tmp_path, "cpu", "components:\n  - ../../components/ingress\n")
+    assert_all_in_namespace(objs)
+    (ingress,) = by_kind(objs, "Ingress").values()
+    kubernetes_validate.validate(ingress, K8S_VERSION, strict=True)
+    assert ingress["spec"]["tls"][0]["secretName"] and ingress["spec"]["tls"][0]["hosts"] == [
+        ingress["spec"]["rules"][0]["host"]
+    ]
+    prefixes = [p["path"] for p in ingress["spec"]["rules"][0]["http"]["paths"]]
+    data = tmp_path / "gw"
+    settings = Gateway(redis_url="redis://unused", data_dir=data, api_docs=True)
+    app = create_app(settings, Secrets(data))
+    paths = route_paths(app.routes) | {"/docs", "/openapi.json"}
+    assert {"/metrics", "/healthz", "/livez", "/listen/{token}", "/v1/windows"} <= paths
+    for path in paths:
+        routed = any(path.startswith(prefix) or path + "/" == prefix for prefix in prefixes)
+        assert routed == (path not in PRIVATE), path
+
+
+def test_models_fill_job_writes_the_models_volume() -> None:
+    objs = render(ROOT / "k8s/jobs/models-fill")
+    assert_all_in_namespace(objs)
+    (job,) = objs
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+    pod = job["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    mount = {m["name"]: m for m in c["volumeMounts"]}["models"]
+    assert mount["mountPath"] == "/models" and not mount.get("readOnly")
+    volume = {v["name"]: v for v in pod["volumes"]}["models"]
+    gpu = by_kind(render(ROOT / "k8s/overlays/gpu"), "PersistentVolumeClaim")
+    assert volume["persistentVolumeClaim"]["claimName"] in gpu
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["HF_HOME"] == "/models/hf" and env["USER"]  # where vLLM and synth read the cache
+    vllm_args = containers(by_kind(render(ROOT / "k8s/overlays/gpu"), "Deployment")["vllm"])[0]["args"]
+    assert f"--model={env['BASE_MODEL']}" in vllm_args
+
+
+def test_storage_class_of_the_shared_volumes_is_a_setting(tmp_path: Path) -> None:
+    patch = (ROOT / "docs/operations.md").read_text().split("<!-- storage-class-patch -->")[1].split("```")[1]
+    objs = render_on_top(tmp_path, "gpu", patch.removeprefix("yaml\n"))
+    claims = by_kind(objs, "PersistentVolumeClaim")
+    assert set(claims) == {"metabgm-clips", "metabgm-models"}
+    for name, claim in claims.items():
+        assert claim["spec"]["storageClassName"] == "my-rwx", name
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"], name
