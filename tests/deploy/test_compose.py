@@ -10,6 +10,7 @@ merge rules (mappings merge key by key, sequences append without duplicates, sca
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jsonschema
@@ -243,3 +244,10 @@ def test_every_setting_of_a_service_can_be_set_from_dotenv(gpu: dict, name: str)
     for var in wanted:
         value = env[var]
         assert value is None or not str(value).startswith("${") or str(value).startswith(f"${{{var}"), var
+
+
+def test_env_example_names_every_variable_compose_reads() -> None:
+    example = (ROOT / "deploy/env.example").read_text()
+    for name in ("docker-compose.yml", "docker-compose.cpu.yml", "docker-compose.adapters.yml"):
+        for var in re.findall(r"\$\{([A-Z_]+)", (ROOT / name).read_text()):
+            assert re.search(rf"^#? ?{var}=", example, re.M), f"{name}: {var} is not in deploy/env.example"
