@@ -50,8 +50,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"  logs:     {stack.data_dir}/logs/")
         print("Ctrl-C stops it.", flush=True)
         while True:
-            stack.healthy()  # raises if a part died
-            time.sleep(2)
+            stack.supervise()  # restarts what died; no probe and no part can stop `up`
+            time.sleep(0.25)
     except KeyboardInterrupt:
         return 0
     except (RuntimeError, TimeoutError) as exc:

@@ -1,6 +1,15 @@
 """The whole pipeline on one machine, on embedded defaults: a Redis server on a free port, one
 process per stage worker, the embedded LLM server and the gateway. Used by `metabgm up`,
 `metabgm demo` and the test suite, so what the tests start is what operators run.
+
+Rules:
+- `up` supervises: a part that dies is started again with the same command, port and
+  environment, at once the first time and then backing off (`BACKOFF_S`) while it keeps dying
+  (a part up for `STABLE_S` starts over). Each restart is logged (stderr and `logs/up.log`) and
+  counted in Redis (`metabgm_part_restarts` on the gateway's /metrics). Nothing a part does, and
+  no probe, stops the supervisor; only Ctrl-C or SIGTERM do.
+- Redis keeps what must survive a restart (queues, leases, preferences): append-only file,
+  fsync on every write, in `<data_dir>/redis`, reloaded by the next start.
 """
 
 from __future__ import annotations
@@ -14,12 +23,15 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis as redis_client
 
 from metabgm_shared.settings import Secrets
+from metabgm_shared.state import Players
 
 WORKERS = {
     "ingest": "metabgm_ingest",
@@ -54,6 +66,26 @@ def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None =
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
 
 
+BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # before restart n of a part that keeps dying
+STABLE_S = 60.0  # a part up this long starts its backoff over
+# Persistence: every acknowledged write is on disk before Redis answers (a window the gateway
+# acknowledged is a queue entry; a preference is a hash field).
+REDIS_PERSIST = ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+
+
+@dataclass
+class Part:
+    """A process the stack keeps running: how to start it again, and its restart backoff."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    started: float = 0.0
+    streak: int = 0  # restarts since it last stayed up STABLE_S
+    restarts: int = 0
+    due: float | None = None  # when a dead part is started again
+
+
 @dataclass
 class Stack:
     data_dir: Path
@@ -64,7 +96,9 @@ class Stack:
     env: dict[str, str] = field(default_factory=dict)
     quiet: bool = True
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+    parts: dict[str, Part] = field(default_factory=dict)
     redis_url: str = ""
+    clock: Callable[[], float] = time.monotonic
 
     @property
     def base_url(self) -> str:
@@ -78,6 +112,8 @@ class Stack:
                 args, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=os.getcwd()
             )
         self.procs[name] = proc
+        part = self.parts.setdefault(name, Part(name, args, env))
+        part.started, part.due = self.clock(), None
         return proc
 
     def start(self, timeout: float = 60.0) -> Stack:
@@ -95,14 +131,12 @@ class Stack:
         self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
         rdir = self.data_dir / "redis"
         rdir.mkdir(exist_ok=True)
-        # Local state is disposable (players re-send every ~10 s), so no persistence here.
         redis = self._spawn(
             "redis",
-            [redis_binary(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(rdir)],
+            [redis_binary(), "--port", str(redis_port), "--bind", "127.0.0.1", *REDIS_PERSIST, "--dir", str(rdir)],
             dict(os.environ),
-        )  # fmt: skip
-        wait_until(lambda: _ping(redis_port), 10, "redis", redis)
+        )
+        wait_until(lambda: _ping(redis_port), 30, "redis", redis)
 
         env = {
             **os.environ,
@@ -142,6 +176,47 @@ class Stack:
         public = self.env.get("METABGM_PUBLIC_URL") or os.environ.get("METABGM_PUBLIC_URL") or self.base_url
         info = {"base_url": public.rstrip("/"), "redis_url": self.redis_url, "pid": os.getpid()}
         (self.data_dir / "instance.json").write_text(json.dumps(info, indent=2))
+
+    # -- supervision ----------------------------------------------------------------------------
+    def supervise(self) -> list[str]:
+        """Start again every part that died, backing off while it keeps dying. Never raises for a
+        part: a start that fails is logged and tried again later. Returns the parts restarted."""
+        now, restarted = self.clock(), []
+        for name, proc in list(self.procs.items()):
+            if proc.poll() is None:
+                continue
+            part = self.parts[name]
+            if part.due is None:
+                part.streak = 0 if now - part.started >= STABLE_S else part.streak + 1
+                part.due = now + BACKOFF_S[min(part.streak, len(BACKOFF_S) - 1)] * (part.streak > 0)
+                self.log(f"{name} exited with code {proc.returncode}; starting it again in {part.due - now:.1f} s")
+            if now < part.due:
+                continue
+            try:
+                self._restart(part)
+            except Exception as exc:  # noqa: BLE001 - the supervisor outlives any part
+                part.due = None
+                self.log(f"{name} failed to start again: {exc}")
+                continue
+            restarted.append(name)
+        return restarted
+
+    def _restart(self, part: Part) -> None:
+        proc = self._spawn(part.name, part.args, part.env)
+        if part.name == "redis":
+            wait_until(lambda: _ping(int(self.redis_url.rsplit(":", 1)[1].split("/")[0])), 30, "redis", proc)
+        part.restarts += 1
+        self.log(f"{part.name} started again (pid {proc.pid}, restart {part.restarts})")
+        with contextlib.suppress(Exception):  # Redis may itself be the part still coming back
+            client = redis_client.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            Players(client).count_restart(part.name)
+            client.close()
+
+    def log(self, message: str) -> None:
+        line = f"{time.strftime('%Y-%m-%dT%H:%M:%S')} up: {message}"
+        print(line, file=sys.stderr, flush=True)
+        with contextlib.suppress(OSError), open(self.data_dir / "logs" / "up.log", "a") as out:
+            out.write(line + "\n")
 
     def stop(self) -> None:
         for name in reversed(list(self.procs)):

@@ -25,7 +25,18 @@ from typing import Literal
 import redis
 from pydantic import BaseModel, Field, ValidationError
 
-from metabgm_shared.contracts import CharacterizedScene, Event, MusicDescription, Narrative, SceneWindow
+from metabgm_shared.contracts import (
+    CharacterizedScene,
+    MusicDescription,
+    Narrative,
+    NarrativeEvent,
+    NowPlayingEvent,
+    PlayerEvent,
+    SceneEvent,
+    SceneWindow,
+    WindowEvent,
+    parse_event,
+)
 from metabgm_shared.modproto import ModWindowError, from_mod
 
 REFERENCE = Path(__file__).with_name("reference.jsonl")
@@ -101,13 +112,11 @@ class Recorder:
         self.written = 0
         self.seen = ids(out)
 
-    def _pk(self, e: Event) -> str:
+    def _pk(self, e: PlayerEvent) -> str:
         return f"{e.server_id}:{e.player_id}"
 
-    def _window(self, e: Event) -> SceneWindow | None:
-        raw = e.data.get("window")
-        if not isinstance(raw, dict):
-            return None
+    def _window(self, e: WindowEvent) -> SceneWindow | None:
+        raw = e.data.window
         try:
             w = SceneWindow.model_validate(raw)
         except ValidationError:
@@ -117,9 +126,9 @@ class Recorder:
                 return None
         return w.model_copy(update={"player_id": pseudonym(w.player_id, self.key), "texts": []})
 
-    def handle(self, e: Event) -> None:
+    def handle(self, e: PlayerEvent) -> None:
         pk = self._pk(e)
-        if e.type == "window":
+        if isinstance(e, WindowEvent):
             w = self._window(e)
             if w is None:
                 return
@@ -131,32 +140,23 @@ class Recorder:
                 buf[w.index] = w
                 for old in sorted(buf)[:-8]:  # a scene follows its window within a few windows
                     del buf[old]
-        elif e.type == "scene":
-            if self.changed_only and not (e.data.get("decision") or {}).get("changed"):
-                return
-            try:
-                scene = CharacterizedScene.model_validate(e.data["scene"])
-            except (KeyError, ValidationError):
+        elif isinstance(e, SceneEvent):
+            if self.changed_only and not e.data.decision.changed:
                 return
             self._close(pk)
-            index = int(e.data.get("index", 0))
+            index = e.data.index
             self.open[pk] = {
                 "index": index,
                 "window": self.windows.get(pk, {}).pop(index, None),
-                "scene": scene.model_copy(update={"texts": []}),
+                "scene": e.data.scene.model_copy(update={"texts": []}),
                 "at": e.at,
                 "narrative": None,
                 "description": None,
             }
-        elif e.type == "narrative" and pk in self.open:
-            with contextlib.suppress(ValidationError, TypeError):
-                raw = e.data.get("narrative", e.data)
-                self.open[pk]["narrative"] = Narrative.model_validate(raw) if isinstance(raw, dict) else None
-        elif e.type == "now_playing" and pk in self.open:
-            with contextlib.suppress(ValidationError, TypeError):
-                raw = e.data.get("description")
-                if isinstance(raw, dict):
-                    self.open[pk]["description"] = MusicDescription.model_validate(raw)
+        elif isinstance(e, NarrativeEvent) and pk in self.open:
+            self.open[pk]["narrative"] = e.data
+        elif isinstance(e, NowPlayingEvent) and pk in self.open:
+            self.open[pk]["description"] = e.data.description
             rec = self.open[pk]
             if rec["narrative"] is not None and rec["description"] is not None:
                 self._close(pk)
@@ -207,7 +207,7 @@ class Recorder:
                     self.expire(time.time())
                     continue
                 with contextlib.suppress(ValidationError, json.JSONDecodeError):
-                    self.handle(Event.model_validate_json(msg["data"]))
+                    self.handle(parse_event(msg["data"]))
         except KeyboardInterrupt:
             pass
         finally:

@@ -13,7 +13,7 @@ import uuid
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from .instruments import NAMES
 
@@ -289,17 +289,116 @@ class Job(BaseModel):
     description: MusicDescription | None = None
     clip: Clip | None = None
     stages: dict[str, float] = {}  # stage -> seconds spent
+    # The ladder's choice for this scene change (`metabgm_shared.stages`): the route still ahead,
+    # the rung it is, and when its music is due.
+    rung: str = "full"
+    route: list[str] = ["narrate", "describe", "synth"]
+    deadline_at: float | None = None
+    scene_id: str | None = None  # one per scene change; a fast clip and its refinement share it
+    refine: bool = False  # the LLM's pass over a scene a fast rung already served: same key and tempo
+    pregen: str | None = None  # anticipated scene (why): rendered into the cache, played to nobody
+    anticipated: str | None = None  # this change was pre-generated (why)
+    sent_at: float | None = None  # put on its current queue at (epoch s)
 
     @property
     def player_key(self) -> str:
         return f"{self.window.server_id}:{self.window.player_id}"
 
 
-class Event(BaseModel):
-    """Pushed to a player's channel; the gateway fans it out to the sockets it holds."""
+class ChangeState(BaseModel):
+    """Per-player memory of the change detector (ingest), kept in the player hash between windows."""
 
-    type: Literal["window", "scene", "narrative", "now_playing", "preferences"]
+    accepted: CharacterizedScene | None = None
+    accepted_at: float = 0.0
+    candidate: str | None = None  # signature of the pending change
+    candidate_count: int = 0
+    seen_at: float = 0.0  # arrival time of the newest window judged
+
+
+class Narrated(BaseModel):
+    """The last scene the narrator narrated and what it said: a skip describes it again."""
+
+    scene: CharacterizedScene
+    narrative: Narrative
+
+
+class NowPlaying(BaseModel):
+    """The music a player hears now, as the synth stage delivered it."""
+
+    clip: Clip
+    narrative: str | None = None
+    description: MusicDescription
+    job_id: str
+    received_at: float
+    transition: Transition = Transition.crossfade
+    rung: str = "full"  # the ladder's rung that served this scene change (metabgm_shared.stages)
+    refined: bool = False  # the LLM's pass over a scene a fast rung served first: same key and tempo
+    scene_id: str | None = None
+
+
+# -- player events: one model per type, validated where published and where read ----------------
+class _EventBase(BaseModel):
     server_id: str
     player_id: str
     at: float = Field(default_factory=time.time)
-    data: dict
+
+
+class WindowData(BaseModel):
+    window: dict  # as the collector sent it (the seed mod's own form stays untouched)
+    job_id: str
+
+
+class WindowEvent(_EventBase):
+    type: Literal["window"] = "window"
+    data: WindowData
+
+
+class SceneData(BaseModel):
+    index: int = 0
+    scene: CharacterizedScene
+    decision: Decision
+
+
+class SceneEvent(_EventBase):
+    type: Literal["scene"] = "scene"
+    data: SceneData
+
+
+class NarrativeData(Narrative):
+    index: int = 0
+
+
+class NarrativeEvent(_EventBase):
+    type: Literal["narrative"] = "narrative"
+    data: NarrativeData
+
+
+class NowPlayingEvent(_EventBase):
+    type: Literal["now_playing"] = "now_playing"
+    data: NowPlaying
+
+
+class PreferencesEvent(_EventBase):
+    type: Literal["preferences"] = "preferences"
+    data: Preferences
+
+
+PlayerEvent = Annotated[
+    WindowEvent | SceneEvent | NarrativeEvent | NowPlayingEvent | PreferencesEvent, Field(discriminator="type")
+]
+_EVENTS: TypeAdapter = TypeAdapter(PlayerEvent)
+
+
+def parse_event(
+    raw: str | bytes | dict,
+) -> WindowEvent | SceneEvent | NarrativeEvent | NowPlayingEvent | PreferencesEvent:
+    """A player event from its JSON (or dict) form; raises pydantic's ValidationError."""
+    if isinstance(raw, dict):
+        return _EVENTS.validate_python(raw)
+    return _EVENTS.validate_json(raw)
+
+
+def Event(**fields) -> WindowEvent | SceneEvent | NarrativeEvent | NowPlayingEvent | PreferencesEvent:  # noqa: N802
+    """The former untyped constructor (`Event(type=..., data={...})`), kept for callers not yet
+    moved to the typed models: it now validates `data` against its type's model."""
+    return parse_event(fields)

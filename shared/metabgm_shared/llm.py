@@ -7,6 +7,10 @@ Rules:
 - A circuit breaker counts consecutive failed attempts; at `llm_breaker_failures` it opens and
   every call fails fast (`Unavailable`) for `llm_breaker_reset_s`, then one probe is let through
   (half-open): success closes it, failure opens it again. Callers fall back, they never wait.
+- One call, all its attempts and backoffs included, ends within `llm_deadline_s` (the stage's
+  deadline): each attempt's timeout is what is left of it. A timeout while other jobs wait (other
+  calls in flight, or work on the stage's queue: `backlog`) opens the breaker at once, so a hung
+  server costs the waiting players one timeout, not one per retry.
 - Structured output is asked for with `response_format` json_schema (strict), which both vLLM
   and llama.cpp turn into constrained decoding. The reply is still parsed and validated by the
   caller: a server may ignore the schema.
@@ -21,6 +25,7 @@ import random
 import threading
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.resources import files
 from string import Template
@@ -65,8 +70,8 @@ class Reply:
 class Breaker:
     """Closed -> open after `failures` consecutive failures -> half-open after `reset_s`."""
 
-    def __init__(self, stage: str, failures: int, reset_s: float) -> None:
-        self.stage, self.failures, self.reset_s = stage, failures, reset_s
+    def __init__(self, stage: str, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.stage, self.failures, self.reset_s, self.clock = stage, failures, reset_s, clock
         self.count = 0
         self.opened_at: float | None = None
         self.probing = False
@@ -80,7 +85,7 @@ class Breaker:
     def _state(self) -> str:
         if self.opened_at is None:
             return "closed"
-        return "half-open" if time.monotonic() - self.opened_at >= self.reset_s else "open"
+        return "half-open" if self.clock() - self.opened_at >= self.reset_s else "open"
 
     def allow(self) -> bool:
         with self._lock:
@@ -97,21 +102,25 @@ class Breaker:
             self.count, self.opened_at, self.probing = 0, None, False
         metrics.breaker_open.labels(self.stage).set(0)
 
-    def failure(self) -> None:
+    def failure(self, trip: bool = False) -> None:
+        """One failed attempt; `trip` opens the breaker whatever the count."""
         with self._lock:
             self.count += 1
-            if self.probing or self.count >= self.failures:
-                self.opened_at, self.probing = time.monotonic(), False
+            if trip or self.probing or self.count >= self.failures:
+                self.opened_at, self.probing = self.clock(), False
                 metrics.breaker_open.labels(self.stage).set(1)
 
 
 class Client:
     """Thread-safe; one per worker process, made in `main()` and injected into the stage."""
 
-    def __init__(self, settings: LLM, stage: str) -> None:
+    def __init__(self, settings: LLM, stage: str, backlog: Callable[[], bool] | None = None) -> None:
         self.settings, self.stage = settings, stage
         self.base_url = settings.llm_base_url.rstrip("/")
         self.breaker = Breaker(stage, settings.llm_breaker_failures, settings.llm_breaker_reset_s)
+        self.backlog = backlog or (lambda: False)  # whether jobs wait on the stage's queue
+        self._inflight = 0
+        self._count_lock = threading.Lock()
         timeout = httpx.Timeout(settings.llm_timeout_s, connect=min(5.0, settings.llm_timeout_s))
         n = settings.llm_concurrency
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
@@ -149,19 +158,45 @@ class Client:
                 "type": "json_schema",
                 "json_schema": {"name": name, "schema": schema, "strict": True},
             }
+        with self._count_lock:
+            self._inflight += 1
+        try:
+            return self._attempts(body)
+        finally:
+            with self._count_lock:
+                self._inflight -= 1
+
+    def _waiting(self) -> bool:
+        with self._count_lock:
+            others = self._inflight > 1
+        try:
+            return others or self.backlog()
+        except Exception:  # the broker being away is no reason to fail the call
+            return others
+
+    def _attempts(self, body: dict) -> Reply:
+        deadline = time.monotonic() + self.settings.llm_deadline_s
         last: Exception | None = None
         for attempt in range(self.settings.llm_retries + 1):
             if not self.breaker.allow():
                 metrics.llm_breaker_rejections.labels(self.stage).inc()
                 raise Unavailable(f"circuit breaker open for {self.base_url}") from last
             if attempt:
-                time.sleep(self.settings.llm_backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()))
+                time.sleep(min(self.settings.llm_backoff_s * 2 ** (attempt - 1) * (0.5 + random.random()),
+                               max(0.0, deadline - time.monotonic())))  # fmt: skip
+            left = deadline - time.monotonic()
+            if left <= 0.05:
+                break
             started = time.perf_counter()
             try:
-                resp = self.http.post(f"{self.base_url}/chat/completions", json=body)
+                resp = self.http.post(
+                    f"{self.base_url}/chat/completions", json=body, timeout=_timeout(left, self.settings)
+                )
             except httpx.TransportError as exc:  # connect errors and timeouts
                 last = exc
-                self._failed(started, type(exc).__name__)
+                self._failed(
+                    started, type(exc).__name__, trip=isinstance(exc, httpx.TimeoutException) and self._waiting()
+                )
                 continue
             if resp.status_code in RETRY_STATUS:
                 last = Unavailable(f"{resp.status_code} from {self.base_url}")
@@ -174,12 +209,12 @@ class Client:
                 raise LLMError(f"{resp.status_code} from {self.base_url}: {resp.text[:200]}")
             self.breaker.success()
             return self._reply(resp, started)
-        raise Unavailable(f"{self.base_url} failed {self.settings.llm_retries + 1} times: {last}") from last
+        raise Unavailable(f"{self.base_url} failed within {self.settings.llm_deadline_s:.1f} s: {last}") from last
 
-    def _failed(self, started: float, outcome: str) -> None:
+    def _failed(self, started: float, outcome: str, trip: bool = False) -> None:
         metrics.llm_latency.labels(self.stage, "error").observe(time.perf_counter() - started)
         metrics.errors.labels(self.stage, f"llm_{outcome}").inc()
-        self.breaker.failure()
+        self.breaker.failure(trip)
 
     def _reply(self, resp: httpx.Response, started: float) -> Reply:
         latency = time.perf_counter() - started
@@ -196,6 +231,12 @@ class Client:
         metrics.llm_tokens.labels(self.stage, "completion").inc(completion)
         metrics.llm_latency.labels(self.stage, "ok").observe(latency)
         return Reply(text, choice.get("finish_reason") or "", prompt, completion, latency, str(data.get("model", "")))
+
+
+def _timeout(left: float, settings: LLM) -> httpx.Timeout:
+    """This attempt's timeout: the read timeout, or what is left of the call's deadline."""
+    read = min(settings.llm_timeout_s, left)
+    return httpx.Timeout(read, connect=min(5.0, read))
 
 
 # -- prompts ---------------------------------------------------------------------------------

@@ -34,6 +34,10 @@ stage_live_workers = Gauge("metabgm_stage_live_workers", "Workers of a stage who
 coalesced = Counter("metabgm_coalesced_total", "Pending scenes replaced by a newer one (latest wins)")
 stale_dropped = Counter("metabgm_stale_dropped_total", "Jobs dropped for being too old", ["stage"])
 errors = Counter("metabgm_errors_total", "Errors by stage and kind", ["stage", "kind"])
+lost_jobs = Counter("metabgm_lost_jobs_total", "Jobs whose worker died under them, handed back", ["stage"])
+# `metabgm up` keeps the count in Redis; the gateway reads it at scrape time.
+restarts = Gauge("metabgm_part_restarts", "Times `metabgm up` restarted a dead part", ["part"])
+stage_stalled = Gauge("metabgm_stage_stalled", "1 while a stage has work waiting and makes no progress", ["stage"])
 active_sessions = Gauge("metabgm_active_sessions", "Listener pages connected", ["server"])
 collectors = Gauge("metabgm_connected_collectors", "Collectors seen in the last minute", ["kind"])
 mod_players = Gauge("metabgm_mod_players", "Players announced by the seed mod and not yet gone")

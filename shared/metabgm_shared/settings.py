@@ -29,6 +29,10 @@ class Common(BaseSettings):
     # A lost job frees its player after this; longer than any job may live (stale_after_s).
     inflight_lease_s: float = Field(120.0, gt=0, description="a lost job frees its player after this")
     heartbeat_s: float = Field(5.0, gt=0)
+    # A job whose worker stops renewing its lease (the worker died) runs again after this.
+    lost_job_s: float = Field(30.0, gt=0, description="a job lost with its worker runs again after this")
+    # Per-player keys (memory, narratives, feedback) live this long after their last write.
+    player_ttl_s: float = Field(7 * 86400.0, ge=60, description="lifetime of an idle player's state")
     # Every Redis client (state, broker, pub/sub) gives up after this: a blackholed Redis is an
     # error the caller handles, never a request or probe that hangs.
     redis_timeout_s: float = Field(5.0, gt=0, le=60, description="socket and connect timeout of Redis clients")
@@ -47,6 +51,8 @@ class LLM(Common):
     llm_base_url: str = Field(description="OpenAI-compatible endpoint, e.g. http://vllm:8000/v1")
     llm_api_key: SecretStr = SecretStr("none")
     llm_timeout_s: float = Field(30.0, gt=0)
+    # All attempts of one call, backoff included, end within this: the stage's deadline for the LLM.
+    llm_deadline_s: float = Field(20.0, gt=0, description="one call's attempts all end within this")
     llm_retries: int = Field(2, ge=0, le=10)
     llm_backoff_s: float = Field(0.25, ge=0, le=10, description="first retry delay; doubles each retry")
     llm_breaker_failures: int = Field(3, ge=1, description="consecutive failures that open the breaker")
@@ -111,6 +117,11 @@ class Gateway(Common):
     link_ttl_s: int = Field(12 * 3600, ge=60)
     required_stages: str = "ingest,narrate,describe,synth"
     clip_dir: Path | None = None  # default: <data_dir>/clips, as the synth stage writes them
+    # A stage with work waiting and no job started or ended for this long is stalled: /healthz 503.
+    stage_stall_s: float = Field(30.0, gt=0, description="a stage making no progress this long is unhealthy")
+    # Connections to Redis this replica may hold; a request waits up to redis_pool_wait_s for one.
+    redis_pool_size: int = Field(64, ge=2, le=10_000)
+    redis_pool_wait_s: float = Field(5.0, gt=0)
 
     @property
     def clips(self) -> Path:

@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 Stage = Callable[[Job], Job | None]
 
 
+def entry(job: Job) -> str:
+    """Where a job admitted to the chain starts: a skip already has its narrative."""
+    return "describe" if job.narrative is not None else "narrate"
+
+
 @dataclass
 class Pipeline:
     """Admission to and hand-off along the narrate -> describe -> synth chain."""
@@ -40,6 +45,7 @@ class Pipeline:
     app: Celery
     players: Players
     stale_after_s: float
+    tracker: Heartbeat | None = None  # renews the leases of the jobs this worker runs
 
     def is_stale(self, job: Job) -> bool:
         return time.time() - job.received_at > self.stale_after_s
@@ -47,15 +53,16 @@ class Pipeline:
     def dispatch(self, job: Job) -> str:
         admission = self.players.admit(job)
         if admission == "run":
-            send(self.app, "narrate", job.model_dump(mode="json"))
+            send(self.app, entry(job), job.model_dump(mode="json"))
         elif admission == "coalesced":
             metrics.coalesced.inc()
         return admission
 
     def finish(self, job: Job, delivered: bool = True) -> None:
         """The job's turn is over: start the newest parked scene, dropping stale ones. A job that
-        did not deliver music makes the player's next window count as a first scene."""
-        if not delivered:
+        did not deliver music makes the player's next window count as a first scene, unless it
+        no longer holds the turn (an old copy redelivered by the broker)."""
+        if not delivered and self.players.holds(job):
             self.players.forget_scene(job.player_key)
         nxt = self.players.release(job)
         while nxt is not None and self.is_stale(nxt):
@@ -63,7 +70,33 @@ class Pipeline:
             self.players.forget_scene(nxt.player_key)
             nxt = self.players.release(nxt)
         if nxt is not None:
-            send(self.app, "narrate", nxt.model_dump(mode="json"))
+            send(self.app, entry(nxt), nxt.model_dump(mode="json"))
+
+    def recover(self, stage: str, job: Job) -> None:
+        """A job lost with its worker (its lease lapsed): run again at the same stage, at least
+        once; too old to matter by now, its player's next window counts as a new scene."""
+        metrics.lost_jobs.labels(stage).inc()
+        if stage != "ingest" and not self.players.holds(job):
+            return  # its turn has already passed on
+        if stage != "ingest" and self.is_stale(job):
+            log.warning("%s: lost job %s is stale; %s's next window counts as new", stage, job.job_id, job.player_key)
+            self.finish(job, delivered=False)
+            return
+        log.warning("%s: job %s lost with its worker; sent again", stage, job.job_id)
+        send(self.app, stage, job.model_dump(mode="json"))
+
+    @contextlib.contextmanager
+    def running(self, stage: str, job: Job) -> Iterator[None]:
+        """Lease the job to this worker while it runs, so a worker dying under it hands it back."""
+        self.players.start_job(stage, job)
+        if self.tracker is not None:
+            self.tracker.hold(stage, job)
+        try:
+            yield
+        finally:
+            if self.tracker is not None:
+                self.tracker.drop(stage, job)
+            self.players.end_job(stage, job)
 
 
 def run_stage(pipeline: Pipeline, stage: str, fn: Stage, payload: dict) -> None:
@@ -77,6 +110,11 @@ def run_stage(pipeline: Pipeline, stage: str, fn: Stage, payload: dict) -> None:
         metrics.stale_dropped.labels(stage).inc()
         pipeline.finish(job, delivered=False)
         return
+    with pipeline.running(stage, job):
+        _run(pipeline, stage, fn, job)
+
+
+def _run(pipeline: Pipeline, stage: str, fn: Stage, job: Job) -> None:
     started = time.perf_counter()
     try:
         out = fn(job)
@@ -113,7 +151,7 @@ class Runtime:
 def runtime(settings: Common) -> Runtime:
     timeout = settings.redis_timeout_s
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
-    players = Players(client, settings.inflight_lease_s)
+    players = Players(client, settings.inflight_lease_s, settings.player_ttl_s, settings.lost_job_s)
     app = make_celery(settings.redis_url, timeout_s=timeout)
     return Runtime(settings, client, players, app, Pipeline(app, players, settings.stale_after_s))
 
@@ -190,7 +228,8 @@ def serve(rt: Runtime, stage: str, fn: Stage, *, concurrency: int = 4) -> None:
 
     if rt.settings.metrics_port:
         serve_metrics(rt.settings.metrics_port, progress, "0.0.0.0")
-    heartbeat = Heartbeat(rt.redis, stage, rt.settings.heartbeat_s)
+    heartbeat = Heartbeat(rt.redis, stage, rt.settings.heartbeat_s, rt.players, rt.pipeline.recover)
+    rt.pipeline.tracker = heartbeat
     heartbeat.start()
     try:
         rt.app.worker_main(
@@ -207,7 +246,7 @@ def serve_llm_stage(settings: LLM, stage: str, make: Callable[[Runtime, Client],
     An LLM call is nearly all waiting on I/O, so one worker keeps `llm_concurrency` calls in flight:
     vLLM batches them (many players per forward pass), where a few threads would leave it idle."""
     rt = runtime(settings)
-    client = Client(settings, stage)
+    client = Client(settings, stage, backlog=lambda: bool(rt.redis.llen(stage)))
     try:
         serve(rt, stage, make(rt, client), concurrency=settings.llm_concurrency)
     finally:

@@ -54,8 +54,9 @@ def auth(secrets: Secrets) -> dict:
 
 
 def now_playing(player: str, job: str, key: str = "ab12cd34", server: str = "default") -> Event:
-    clip = {"url": f"/clips/{key}.ogg", "duration_s": 4.0, "bpm": 120, "beats_per_bar": 4, "bars": 2,
-            "loop_start_s": 0.0, "loop_end_s": 4.0, "stems": {}}  # fmt: skip
+    clip = {"key": key, "url": f"/clips/{key}.ogg", "duration_s": 4.0, "bpm": 120, "beats_per_bar": 4, "bars": 2,
+            "loop_start_s": 0.0, "loop_end_s": 4.0, "stems": {}, "loudness_lufs": -16.0, "key_name": "D",
+            "mode": "dorian"}  # fmt: skip
     desc = {"caption": f"calm harp for {player}", "tempo_bpm": 120, "key": "D", "mode": "dorian",
             "instruments": ["harp"], "intensity": 0.2, "transition": "crossfade"}  # fmt: skip
     data = {"clip": clip, "narrative": f"{player} walks", "description": desc, "job_id": job,
@@ -111,7 +112,7 @@ def test_cli_link_uses_the_instance_url_and_secret(client, data_dir, links, caps
 
 
 def test_a_token_streams_its_own_player_only_and_resumes(client, links, players):
-    players.publish(now_playing("alice", "job-a0"))  # stored before the socket opens: the resume
+    players.set_now_playing("default:alice", now_playing("alice", "job-a0").data)  # stored before: the resume
     sessions = ("metabgm_active_sessions", {"server": "default"})
     before = sample(*sessions)
     with client.websocket_connect(f"/listen/{links.token('default', 'alice')}/events") as ws:
@@ -134,7 +135,7 @@ def test_a_token_streams_its_own_player_only_and_resumes(client, links, players)
 
 def test_events_with_clip_urls_outside_clips_are_dropped(client, links, players):
     bad = now_playing("alice", "job-evil")
-    bad.data["clip"]["url"] = "https://evil.example/x.ogg"
+    bad.data.clip.url = "https://evil.example/x.ogg"
     with client.websocket_connect(f"/listen/{links.token('default', 'alice')}/events") as ws:
         ws.receive_json()
         players.publish(bad)

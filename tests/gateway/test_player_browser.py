@@ -61,7 +61,8 @@ def write_clip(clips: Path, audio: dict[str, np.ndarray]) -> dict:
             stems[name] = f"/clips/{key}.{name}.ogg"
     seconds = BARS * BAR_S
     return {"key": key, "url": f"/clips/{key}.ogg", "duration_s": seconds, "bpm": BPM, "beats_per_bar": BEATS,
-            "bars": BARS, "loop_start_s": 0.0, "loop_end_s": seconds, "stems": stems}  # fmt: skip
+            "bars": BARS, "loop_start_s": 0.0, "loop_end_s": seconds, "stems": stems, "loudness_lufs": -16.0,
+            "key_name": "A", "mode": "minor"}  # fmt: skip
 
 
 def event(player: str, job: str, clip: dict, caption: str, transition: str) -> Event:
@@ -83,7 +84,9 @@ def test_the_player_plays_loops_and_switches_on_a_bar_line(make_stack):
         {"pads": tones(110.0, BARS * BAR_S, 0.5), "melody": tones(330.0, BARS * BAR_S), "rhythm": tones(55.0, 4.0)},
     )
     players = Players(redis.Redis.from_url(stack.redis_url))
-    players.publish(event("alice", "job-first", first, "soft harp over warm strings", "crossfade"))
+    players.set_now_playing(
+        "default:alice", event("alice", "job-first", first, "soft harp over warm strings", "crossfade").data
+    )
     url = Links.from_secret(Secrets(stack.data_dir).link_secret, 3600).url(stack.base_url, "default", "alice")
 
     with sync_playwright() as pw:

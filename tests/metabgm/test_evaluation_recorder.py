@@ -9,7 +9,22 @@ import redis
 
 from metabgm.evaluation import dataset
 from metabgm_ingest.characterize import characterize
-from metabgm_shared.contracts import Event, MusicDescription, Narrative, PlayerText, SceneWindow
+from metabgm_shared.contracts import (
+    Clip,
+    Decision,
+    MusicDescription,
+    Narrative,
+    NarrativeData,
+    NarrativeEvent,
+    NowPlaying,
+    NowPlayingEvent,
+    PlayerText,
+    SceneData,
+    SceneEvent,
+    SceneWindow,
+    WindowData,
+    WindowEvent,
+)
 from metabgm_shared.state import Players
 
 
@@ -28,14 +43,17 @@ def test_records_pseudonymised_triples(redis_url, tmp_path):
     desc = MusicDescription(caption="Calm.", tempo_bpm=90, key="E", mode="phrygian", instruments=["flute"], intensity=0)
     pub = dict(server_id="srv", player_id="Steve")
     held = w.model_copy(update={"index": 6})
-    players.publish(Event(type="window", data={"window": held.model_dump(mode="json")}, **pub))
-    players.publish(Event(type="scene", data={"index": 6, "scene": characterize(held).model_dump(mode="json"),
-                                              "decision": {"changed": False}}, **pub))  # fmt: skip
-    players.publish(Event(type="window", data={"window": w.model_dump(mode="json")}, **pub))
-    players.publish(Event(type="scene", data={"index": 7, "scene": scene.model_dump(mode="json"),
-                                              "decision": {"changed": True}}, **pub))  # fmt: skip
-    players.publish(Event(type="narrative", data={"index": 7, **nar.model_dump(mode="json")}, **pub))
-    players.publish(Event(type="now_playing", data={"description": desc.model_dump(mode="json")}, **pub))
+    decision = Decision(changed=True, score=1.0, reason="test")
+    clip = Clip(key="ab12cd34", url="/clips/ab12cd34.ogg", duration_s=4.0, bpm=90, bars=2, loop_end_s=4.0,
+                loudness_lufs=-16.0, key_name="E", mode="phrygian")  # fmt: skip
+    players.publish(WindowEvent(data=WindowData(window=held.model_dump(mode="json"), job_id="j6"), **pub))
+    unchanged = decision.model_copy(update={"changed": False})
+    players.publish(SceneEvent(data=SceneData(index=6, scene=characterize(held), decision=unchanged), **pub))
+    players.publish(WindowEvent(data=WindowData(window=w.model_dump(mode="json"), job_id="j7"), **pub))
+    players.publish(SceneEvent(data=SceneData(index=7, scene=scene, decision=decision), **pub))
+    players.publish(NarrativeEvent(data=NarrativeData(index=7, **nar.model_dump()), **pub))
+    playing = NowPlaying(clip=clip, description=desc, job_id="j7", received_at=time.time())
+    players.publish(NowPlayingEvent(data=playing, **pub))
     thread.join(10)
 
     (t,) = dataset.load(out)  # the unchanged scene 6 is not recorded

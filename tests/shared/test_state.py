@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from metabgm_shared import metrics
-from metabgm_shared.contracts import Job, SceneWindow
+from metabgm_shared.contracts import Clip, Job, MusicDescription, NowPlaying, NowPlayingEvent, SceneWindow
 from metabgm_shared.queues import make_celery
 from metabgm_shared.state import Admission, Players
 from metabgm_shared.worker import Pipeline, run_stage
@@ -123,16 +123,26 @@ def test_a_failing_stage_frees_the_player_and_does_not_raise(pipeline, players):
     run_stage(pipeline, "synth", boom, {"not": "a job"})  # malformed payloads are dropped, not raised
 
 
+def desc(bpm: int) -> MusicDescription:
+    return MusicDescription(caption="x", tempo_bpm=bpm, key="C", mode="major", instruments=["piano"], intensity=0.5)
+
+
+def playing(bpm: int, job_id: str = "j1") -> NowPlaying:
+    clip = Clip(key="ab12cd34", url="/clips/ab12cd34.ogg", duration_s=4.0, bpm=bpm, bars=2, loop_end_s=4.0,
+                loudness_lufs=-16.0, key_name="C", mode="major")  # fmt: skip
+    return NowPlaying(clip=clip, description=desc(bpm), job_id=job_id, received_at=time.time())
+
+
 def test_last_description_is_what_the_player_hears(players):
-    from metabgm_shared.contracts import Event, MusicDescription
-
-    def desc(bpm: int) -> MusicDescription:
-        return MusicDescription(caption="x", tempo_bpm=bpm, key="C", mode="major", instruments=["piano"], intensity=0.5)
-
     assert players.last_description("s:alex") is None
-    players.put("s:alex", "description", desc(90).model_dump(mode="json"))
+    players.set_description("s:alex", desc(90))
     assert players.last_description("s:alex").tempo_bpm == 90  # nothing playing yet
-    playing = Event(type="now_playing", server_id="s", player_id="alex", data={"description": desc(70).model_dump()})
-    players.publish(playing)
-    players.put("s:alex", "description", desc(120).model_dump(mode="json"))  # described, not yet rendered
+    players.set_now_playing("s:alex", playing(70))
+    players.set_description("s:alex", desc(120))  # described, not yet rendered
     assert players.last_description("s:alex").tempo_bpm == 70
+
+
+def test_publishing_an_event_writes_nothing_else(players):
+    players.publish(NowPlayingEvent(server_id="s", player_id="alex", data=playing(70)))
+    assert players.now_playing("s:alex") is None
+    assert players.r.keys("metabgm:player:*") == []

@@ -39,8 +39,8 @@ def test_stage_renders_then_hits_cache(redis_url: str, tmp_path: Path) -> None:
     assert prov["attributes"]["instruments"] == ["bass", "piano", "strings"]
     second = stage(job("steve", tempo_bpm=95, caption="sunrise over grass"))
     assert second.clip.cached and second.clip.key == first.clip.key
-    playing = players.get("srv:steve", "now_playing")
-    assert playing["data"]["clip"]["key"] == first.clip.key and playing["data"]["narrative"] == "Dawn breaks."
+    playing = players.now_playing("srv:steve")
+    assert playing.clip.key == first.clip.key and playing.narrative == "Dawn breaks."
 
 
 def test_worker_through_queue(redis_url: str, spawn_worker, tmp_path: Path) -> None:

@@ -23,6 +23,17 @@ from .relay import Relay
 from .routes import collect, listen, mod, operator, ops
 
 
+def redis_client(settings: Gateway) -> aioredis.Redis:
+    """A bounded pool: a burst of requests and sockets waits up to `redis_pool_wait_s` for one of
+    `redis_pool_size` connections instead of failing with "Too many connections"."""
+    timeout = settings.redis_timeout_s
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=settings.redis_pool_size, timeout=settings.redis_pool_wait_s,
+        socket_timeout=timeout, socket_connect_timeout=timeout,
+    )  # fmt: skip
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+
+
 def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
     secrets = secrets or Secrets(settings.data_dir, settings.environment)
     secrets.values  # noqa: B018 - fail at start-up, not at the first request
@@ -30,7 +41,7 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         timeout = settings.redis_timeout_s
-        client = aioredis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        client = redis_client(settings)
         relay = Relay(client)
         await relay.start()
         app.state.services = Services(

@@ -16,7 +16,7 @@ from metabgm_shared import metrics
 from metabgm_shared.contracts import Event, Job, SceneWindow
 from metabgm_shared.queues import send
 from metabgm_shared.settings import Gateway, Secrets
-from metabgm_shared.state import channel, player_key
+from metabgm_shared.state import AsyncPlayers, channel, player_key
 
 from .ratelimit import Buckets
 from .relay import Relay
@@ -79,6 +79,11 @@ class Services:
         metrics.windows.labels(source).inc()
         metrics.stage_latency.labels("gateway").observe(time.perf_counter() - started)
         return job
+
+    @property
+    def players(self) -> AsyncPlayers:
+        """Player state, through the same operations the workers use."""
+        return AsyncPlayers(self.redis, self.settings.inflight_lease_s, self.settings.player_ttl_s)
 
     def seen(self, collector: str) -> None:
         self.collectors_seen[collector] = time.time()

@@ -9,22 +9,12 @@ in and out of combat or a walk along a biome border does not thrash the music.
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from metabgm_shared.contracts import ChangeState, CharacterizedScene, Decision, Mode
 
-from metabgm_shared.contracts import CharacterizedScene, Decision, Mode
+__all__ = ["ChangeState", "decide"]
 
 NEAR_DEATH = {"Dying", "Die"}
 DARK = {"Night", "Midnight"}
-
-
-class ChangeState(BaseModel):
-    """Per-player memory of the detector, kept in Redis between windows."""
-
-    accepted: CharacterizedScene | None = None
-    accepted_at: float = 0.0
-    candidate: str | None = None  # signature of the pending change
-    candidate_count: int = 0
-    seen_at: float = 0.0  # arrival time of the newest window judged
 
 
 def signature(s: CharacterizedScene) -> str:

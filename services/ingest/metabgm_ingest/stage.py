@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 from metabgm_shared import metrics
-from metabgm_shared.contracts import Event, Job
+from metabgm_shared.contracts import Job, SceneData, SceneEvent
 from metabgm_shared.settings import Ingest
-from metabgm_shared.state import PREFIX, Players
+from metabgm_shared.state import Keys, Players
 
-from .change import ChangeState, decide
+from .change import decide
 from .characterize import characterize
 
 
@@ -20,13 +20,10 @@ class IngestStage:
 
     def __call__(self, job: Job) -> Job | None:
         pk = job.player_key
-        if job.decision is not None and job.decision.skip:
-            return self.again(job)
         scene = characterize(job.window, self.settings.max_features)
         # One window at a time per player: the detector's memory is read, then written.
-        with self.players.r.lock(f"{PREFIX}:lock:ingest:{pk}", timeout=10, blocking_timeout=10):
-            raw = self.players.get(pk, "change")
-            state = ChangeState.model_validate(raw) if raw else ChangeState()
+        with self.players.r.lock(Keys.ingest_lock(pk), timeout=10, blocking_timeout=10):
+            state = self.players.change(pk)
             if job.received_at < state.seen_at:
                 # Workers take a player's windows in parallel; one overtaken by a newer one is old news.
                 metrics.stale_dropped.labels("overtaken").inc()
@@ -40,27 +37,13 @@ class IngestStage:
                 min_dwell_s=self.settings.min_dwell_s,
             )
             state.seen_at = job.received_at
-            self.players.put(pk, "change", state.model_dump(mode="json"))
+            self.players.set_change(pk, state)
         metrics.decisions.labels(str(decision.changed).lower()).inc()
         w = job.window
         self.players.publish(
-            Event(
-                type="scene",
-                server_id=w.server_id,
-                player_id=w.player_id,
-                data={"index": w.index, "scene": scene.model_dump(mode="json"),
-                      "decision": decision.model_dump(mode="json")},
-            )
+            SceneEvent(server_id=w.server_id, player_id=w.player_id,
+                       data=SceneData(index=w.index, scene=scene, decision=decision))
         )  # fmt: skip
         if not decision.changed:
             return None
         return job.model_copy(update={"scene": scene, "decision": decision})
-
-    def again(self, job: Job) -> Job | None:
-        """A listener skipped: the scene the music was made for goes round again, through the
-        same latest-wins admission as any change."""
-        raw = self.players.get(job.player_key, "change")
-        state = ChangeState.model_validate(raw) if raw else ChangeState()
-        if state.accepted is None:
-            return None
-        return job.model_copy(update={"scene": state.accepted})

@@ -11,7 +11,8 @@ Rules:
   dimension or weather the scene lacks, no digit and no vocabulary placeholder (`grounding`).
   Otherwise, and whenever the LLM is unavailable, a deterministic narrative is built from the
   scene (source "fallback", counted).
-- The narrative is pushed to the player's memory and published as a "narrative" event.
+- The narrative is pushed to the player's memory with its scene (what a skip describes again) and
+  published as a "narrative" event.
 """
 
 from __future__ import annotations
@@ -20,7 +21,16 @@ import re
 import time
 
 from metabgm_shared import metrics
-from metabgm_shared.contracts import CharacterizedScene, Dimension, Event, Job, Mode, Narrative
+from metabgm_shared.contracts import (
+    CharacterizedScene,
+    Dimension,
+    Job,
+    Mode,
+    Narrated,
+    Narrative,
+    NarrativeData,
+    NarrativeEvent,
+)
 from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
 from metabgm_shared.settings import Narrator
 from metabgm_shared.state import Players
@@ -166,10 +176,10 @@ class NarrateStage:
             raise ValueError("narrate needs a characterized scene")
         pk = job.player_key
         narrative = self.narrate(job.scene, self.players.narratives(pk))
-        self.players.push_narrative(pk, narrative.text)
+        self.players.record_narrative(pk, Narrated(scene=job.scene, narrative=narrative))
         w = job.window
         self.players.publish(
-            Event(type="narrative", server_id=w.server_id, player_id=w.player_id,
-                  data={"index": w.index, **narrative.model_dump(mode="json")})
+            NarrativeEvent(server_id=w.server_id, player_id=w.player_id,
+                           data=NarrativeData(index=w.index, **narrative.model_dump()))
         )  # fmt: skip
         return job.model_copy(update={"narrative": narrative})

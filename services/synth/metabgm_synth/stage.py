@@ -1,5 +1,5 @@
 """The synth stage: a description becomes a clip (from the shared cache or freshly rendered),
-and the player is told what is now playing.
+and the player is told what is now playing (stored as the player's `now_playing`, then published).
 
 Rules:
 - The cache is consulted before any rendering; a hit costs a file stat, not a render.
@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from metabgm_shared import metrics
-from metabgm_shared.contracts import Clip, Event, Job, MusicDescription, Transition
+from metabgm_shared.contracts import Clip, Job, MusicDescription, NowPlaying, NowPlayingEvent, Transition
 from metabgm_shared.settings import Synth
 from metabgm_shared.state import Players
 
@@ -71,24 +71,18 @@ class SynthStage:
         if desc is None:
             raise ValueError("job reached synth without a description")
         pk = job.player_key
-        playing = self.players.get(pk, "now_playing")
-        prev = ((playing or {}).get("data") or {}).get("clip", {}).get("key")
-        clip = self.clip(desc, prev)
+        playing = self.players.now_playing(pk)
+        clip = self.clip(desc, playing.clip.key if playing else None)
         metrics.window_to_clip.observe(time.time() - job.received_at)
-        w = job.window
-        self.players.publish(
-            Event(
-                type="now_playing",
-                server_id=w.server_id,
-                player_id=w.player_id,
-                data={
-                    "clip": clip.model_dump(mode="json"),
-                    "narrative": job.narrative.text if job.narrative else None,
-                    "description": desc.model_dump(mode="json"),
-                    "job_id": job.job_id,
-                    "received_at": job.received_at,
-                    "transition": str(desc.transition),
-                },
-            )
+        now = NowPlaying(
+            clip=clip,
+            narrative=job.narrative.text if job.narrative else None,
+            description=desc,
+            job_id=job.job_id,
+            received_at=job.received_at,
+            transition=desc.transition,
         )
+        self.players.set_now_playing(pk, now)
+        w = job.window
+        self.players.publish(NowPlayingEvent(server_id=w.server_id, player_id=w.player_id, data=now))
         return job.model_copy(update={"clip": clip})

@@ -13,8 +13,8 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import json
 import re
 import time
 from html import escape
@@ -22,15 +22,28 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import anyio
-from fastapi import APIRouter, Request, WebSocket
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from redis.exceptions import RedisError
 
 from metabgm_shared import metrics, prior
-from metabgm_shared.contracts import IDENT_RE, Decision, Event, Ident, Job, Preferences, SceneWindow
+from metabgm_shared.contracts import (
+    IDENT_RE,
+    Decision,
+    Ident,
+    Job,
+    NarrativeEvent,
+    NowPlaying,
+    NowPlayingEvent,
+    Preferences,
+    PreferencesEvent,
+    SceneWindow,
+    parse_event,
+)
 from metabgm_shared.instruments import NAMES
 from metabgm_shared.queues import send
-from metabgm_shared.state import PREFIX, channel, player_hash, player_key
+from metabgm_shared.state import Admission, channel, player_key
 
 from ..body import BadInput, describe_errors, read_json
 from ..deps import LinkError, Services, ServicesDep
@@ -109,50 +122,69 @@ def _index() -> str:
     return (STATIC / "index.html").read_text()
 
 
-def render(event: dict) -> dict | None:
+def render(raw: dict | str | bytes) -> dict | None:
     """What the page gets from a player event: the fields it plays and shows, nothing else.
-    Malformed events (a worker's bug) are dropped here rather than break the socket."""
+    Events are validated against their type's model; a malformed one (a worker's bug) is dropped
+    here rather than break the socket."""
     try:
-        kind, data = event["type"], event["data"]
-        if kind == "now_playing":
-            return _now_playing(data)
-        if kind == "narrative" and isinstance(data.get("text"), str):
-            return {"type": "narrative", "text": data["text"]}
-        if kind == "preferences":
-            return {"type": "preferences", "preferences": Preferences.model_validate(data).model_dump()}
-    except (KeyError, TypeError, ValueError, AttributeError):
+        event = parse_event(raw)
+        if isinstance(event, NowPlayingEvent):
+            return _now_playing(event.data)
+        if isinstance(event, NarrativeEvent):
+            return {"type": "narrative", "text": event.data.text}
+        if isinstance(event, PreferencesEvent):
+            return {"type": "preferences", "preferences": event.data.model_dump()}
+    except ValueError:  # pydantic's ValidationError included
         metrics.errors.labels("gateway", "bad_event").inc()
     return None
 
 
-def _now_playing(data: dict) -> dict | None:
-    clip = data["clip"]
-    if not CLIP_URL.match(clip["url"]) or not all(CLIP_URL.match(u) for u in clip.get("stems", {}).values()):
+def _now_playing(data: NowPlaying) -> dict:
+    clip, desc = data.clip, data.description
+    if not CLIP_URL.match(clip.url) or not all(CLIP_URL.match(u) for u in clip.stems.values()):
         raise ValueError("clip URL outside /clips/")
-    desc = data.get("description") or {}
-    bpm, beats = float(clip["bpm"]), int(clip.get("beats_per_bar", 4))
-    if not (20 <= bpm <= 300 and 1 <= beats <= 16):
+    if not (20 <= clip.bpm <= 300 and 1 <= clip.beats_per_bar <= 16):
         raise ValueError("implausible tempo")
+    described = desc.model_dump(mode="json")
     return {
         "type": "now_playing",
-        "job_id": str(data["job_id"]),
-        "received_at": float(data["received_at"]),
-        "transition": data.get("transition") or desc.get("transition") or "crossfade",
-        "narrative": data.get("narrative") if isinstance(data.get("narrative"), str) else None,
+        "job_id": data.job_id,
+        "received_at": data.received_at,
+        "transition": str(data.transition),
+        "narrative": data.narrative,
         "clip": {
-            "url": clip["url"],
-            "stems": {k: v for k, v in clip.get("stems", {}).items() if k in ("pads", "melody", "rhythm")},
-            "duration_s": float(clip["duration_s"]),
-            "bpm": bpm,
-            "beats_per_bar": beats,
-            "bars": int(clip.get("bars", 0)),
-            "loop_start_s": float(clip.get("loop_start_s", 0.0)),
-            "loop_end_s": float(clip.get("loop_end_s") or clip["duration_s"]),
+            "url": clip.url,
+            "stems": {k: v for k, v in clip.stems.items() if k in ("pads", "melody", "rhythm")},
+            "duration_s": clip.duration_s,
+            "bpm": float(clip.bpm),
+            "beats_per_bar": clip.beats_per_bar,
+            "bars": clip.bars,
+            "loop_start_s": clip.loop_start_s,
+            "loop_end_s": clip.loop_end_s or clip.duration_s,
+            "section": _section(clip),
+            "cue": _cue(clip),
         },
         "description": {
-            k: desc.get(k) for k in ("caption", "tempo_bpm", "key", "mode", "instruments", "intensity", "transition")
+            k: described.get(k)
+            for k in ("caption", "tempo_bpm", "key", "mode", "instruments", "intensity", "transition")
         },
     }
+
+
+def _section(clip) -> dict | None:
+    """Where a section's phrases end: the page switches only there (or on a beat for a cut)."""
+    s = clip.section
+    return None if s is None else {"index": s.index, "role": s.role, "bars": s.bars, "phrase_bars": s.phrase_bars}
+
+
+def _cue(clip) -> dict | None:
+    """The cue's sections by content key: the page fetches `/clips/<key>.json` when it needs the next."""
+    c = clip.cue
+    if c is None:
+        return None
+    plan = c.plan if len(c.plan) == len(c.sections) else [""] * len(c.sections)
+    sections = [{"key": k, "plan": p} for k, p in zip(c.sections, plan, strict=True)]
+    return {"id": c.id, "loop_from": min(c.loop_from, len(c.sections) - 1), "sections": sections}
 
 
 @router.websocket("/listen/{token}/events")
@@ -171,14 +203,23 @@ async def events(websocket: WebSocket, token: str) -> None:
         # Subscribe before reading the stored clip, so nothing published in between is lost;
         # the page ignores a now_playing it already has.
         async with svc.relay.listen(channel(pk)) as queue:
-            raw = await svc.redis.hget(player_hash(pk), "now_playing")
-            current = render(json.loads(raw)) if raw else None
+            playing = await svc.players.now_playing(pk)
             await websocket.send_json({"type": "hello", "player_id": player_id, "server_id": server_id})
-            if current is not None:
-                await websocket.send_json({**current, "resumed": True})
+            if playing is not None:
+                await websocket.send_json({**_now_playing(playing), "resumed": True})
             await forward(websocket, queue, render)
+    except RedisError as exc:
+        # Every Redis connection this replica may hold stayed busy, or Redis is away: the page is
+        # told why and reconnects, instead of seeing its socket dropped without a close code.
+        metrics.rejected.labels("busy").inc()
+        await _close(websocket, 1013, f"try again later: {type(exc).__name__}")
     finally:
         sessions.dec()
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+        await websocket.close(code=code, reason=reason[:120])
 
 
 # -- clips ------------------------------------------------------------------------------------
@@ -211,9 +252,7 @@ class PreferencesIn(Preferences):
 
 @router.get("/listen/{token}/preferences")
 async def get_preferences(token: str, svc: ServicesDep) -> dict:
-    pk = player_key(*_player(svc, token))
-    raw = await svc.redis.hget(player_hash(pk), "preferences")
-    prefs = Preferences.model_validate_json(raw) if raw else Preferences()
+    prefs = await svc.players.preferences(player_key(*_player(svc, token)))
     return {"preferences": prefs.model_dump(), "instruments": NAMES, "genres": GENRES}
 
 
@@ -227,9 +266,9 @@ async def set_preferences(token: str, request: Request, svc: ServicesDep) -> dic
     if both:
         raise BadInput(422, f"both favoured and avoided: {', '.join(sorted(both))}")
     stored = Preferences.model_validate(prefs.model_dump())
-    await svc.redis.hset(player_hash(pk), "preferences", stored.model_dump_json())
-    event = Event(type="preferences", server_id=server_id, player_id=player_id, data=stored.model_dump())
-    await svc.redis.publish(channel(pk), event.model_dump_json())  # the player's other tabs follow
+    await svc.players.set_preferences(pk, stored)
+    # the player's other tabs follow
+    await svc.players.publish(PreferencesEvent(server_id=server_id, player_id=player_id, data=stored))
     return {"preferences": stored.model_dump()}
 
 
@@ -250,15 +289,26 @@ async def feedback(token: str, request: Request, svc: ServicesDep) -> dict:
     body = _validate(FeedbackIn, await read_json(request, SMALL_BODY))
     metrics.feedback.labels(body.kind).inc()
     # Kept for operators and future tuning; newest first.
-    key = f"{PREFIX}:feedback:{pk}"
-    entry = json.dumps({"kind": body.kind, "job_id": body.job_id, "at": time.time()})
-    await svc.redis.pipeline().lpush(key, entry).ltrim(key, 0, 99).execute()
+    await svc.players.push_feedback(pk, {"kind": body.kind, "job_id": body.job_id, "at": time.time()})
     if body.kind == "skip":
-        # The current scene goes round again for other music, through ingest's admission.
-        decision = Decision(changed=True, score=1.0, reason="listener skipped", skip=True)
-        job = Job(window=SceneWindow(server_id=server_id, player_id=player_id), decision=decision)
-        await anyio.to_thread.run_sync(send, svc.celery, "ingest", job.model_dump(mode="json"))
+        return {"recorded": body.kind, "skipped": await _skip(svc, server_id, player_id)}
     return {"recorded": body.kind}
+
+
+async def _skip(svc: Services, server_id: str, player_id: str) -> bool:
+    """Same scene, other music: the scene and narrative last narrated go to the describer (the
+    door that owns the music), through the same latest-wins admission as any change. The
+    narrator does not run again. False when nothing was narrated yet."""
+    pk = player_key(server_id, player_id)
+    narrated = await svc.players.narrated(pk)
+    if narrated is None:
+        return False
+    decision = Decision(changed=True, score=1.0, reason="listener skipped", skip=True)
+    job = Job(window=SceneWindow(server_id=server_id, player_id=player_id), scene=narrated.scene,
+              narrative=narrated.narrative, decision=decision)  # fmt: skip
+    if await svc.players.admit(job) == Admission.run:
+        await anyio.to_thread.run_sync(send, svc.celery, "describe", job.model_dump(mode="json"))
+    return True
 
 
 class PlayingIn(BaseModel):
@@ -275,7 +325,7 @@ async def playing(token: str, request: Request, svc: ServicesDep) -> dict:
     delay = time.time() - body.received_at
     if not 0 <= delay <= PLAUSIBLE_S:
         return {"observed": False, "reason": f"delay {delay:.1f} s is outside 0..{PLAUSIBLE_S:.0f} s"}
-    if not await svc.redis.set(f"{PREFIX}:played:{body.job_id}", pk, nx=True, ex=int(PLAUSIBLE_S * 2)):
+    if not await svc.players.mark_played(body.job_id, pk, int(PLAUSIBLE_S * 2)):
         return {"observed": False, "reason": "already reported"}
     metrics.window_to_playing.observe(delay)
     return {"observed": True, "seconds": round(delay, 3)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import asdict
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
@@ -11,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from metabgm_shared import metrics
 from metabgm_shared.queues import STAGES
-from metabgm_shared.state import HEARTBEATS, INFLIGHT, MOD_PLAYERS, live_stages
+from metabgm_shared.state import HEARTBEATS, INFLIGHT, MOD_PLAYERS
 
 from ..deps import ServicesDep
 
@@ -27,19 +28,20 @@ async def livez() -> dict:
 
 @router.get("/healthz")
 async def healthz(svc: ServicesDep) -> JSONResponse:
+    """200 while players get music: Redis answers and every required stage has a live worker that
+    makes progress (`PlayerOps.stage_health`); else 503, saying which stage and why."""
+    required = [s for s in svc.settings.required_stages.split(",") if s]
     try:
         await svc.redis.ping()
-        live = await _live(svc)
+        stages = await svc.players.stage_health(required, svc.settings.stage_stall_s)
     except Exception as exc:
         return JSONResponse({"ok": False, "redis": f"unreachable: {exc}"}, status_code=503)
-    required = [s for s in svc.settings.required_stages.split(",") if s]
-    missing = [s for s in required if s not in live]
-    body = {"ok": not missing, "redis": "ok", "stages": {s: s in live for s in required}}
-    return JSONResponse(body, status_code=503 if missing else 200)
-
-
-async def _live(svc: ServicesDep) -> set[str]:
-    return live_stages(await svc.redis.zrangebyscore(HEARTBEATS, time.time(), "+inf"))
+    for stage, health in stages.items():
+        metrics.stage_stalled.labels(stage).set(int(health.stalled))
+    ok = all(h.ok for h in stages.values())
+    body = {"ok": ok, "redis": "ok", "stages": {s: h.ok for s, h in stages.items()},
+            "detail": {s: asdict(h) for s, h in stages.items()}}  # fmt: skip
+    return JSONResponse(body, status_code=200 if ok else 503)
 
 
 @router.get("/metrics")
@@ -50,6 +52,8 @@ async def prometheus(svc: ServicesDep) -> Response:
             metrics.queue_depth.labels(queue).set(await svc.redis.llen(queue))
         metrics.inflight.set(await svc.redis.zcount(INFLIGHT, time.time() * 1000, "+inf"))
         metrics.mod_players.set(await svc.redis.zcount(MOD_PLAYERS, time.time(), "+inf"))
+        for part, n in (await svc.players.restarts()).items():
+            metrics.restarts.labels(part).set(n)
         beats = Counter(
             m.decode().split(":", 1)[0] for m in await svc.redis.zrangebyscore(HEARTBEATS, time.time(), "+inf")
         )
