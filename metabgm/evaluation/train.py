@@ -39,6 +39,8 @@ class LoraSettings(BaseModel):
     grad_accum: int = Field(4, ge=1)
     max_len: int = Field(1024, ge=16)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    max_steps: int = Field(0, ge=0)  # 0: as many as the epochs take
+    layers: list[int] | None = None  # LoRA on these layers only (None: all); gradients stop below the lowest
     seed: int = 0
 
 
@@ -62,7 +64,15 @@ def _batches(rows: list[tuple[list[int], list[int]]], size: int, pad: int, rng: 
 
     order = list(range(len(rows)))
     rng.shuffle(order)
-    for i in range(0, len(order), size):
+    # Rows of similar length share a batch (less padding): sort within windows of 8 batches, then
+    # shuffle the batches.
+    window = 8 * size
+    order = [
+        j for i in range(0, len(order), window) for j in sorted(order[i : i + window], key=lambda j: len(rows[j][0]))
+    ]
+    starts = list(range(0, len(order), size))
+    rng.shuffle(starts)
+    for i in starts:
         chunk = [rows[j] for j in order[i : i + size]]
         width = max(len(ids) for ids, _ in chunk)
         ids = torch.full((len(chunk), width), pad, dtype=torch.long)
@@ -83,6 +93,7 @@ def lora(model, s: LoraSettings):
         lora_alpha=s.alpha,
         lora_dropout=s.dropout,
         target_modules=list(s.target_modules),
+        layers_to_transform=list(s.layers) if s.layers else None,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -111,6 +122,7 @@ def train(
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.0)
     per_epoch = math.ceil(math.ceil(len(rows) / s.batch_size) / s.grad_accum)
     total = max(1, math.ceil(per_epoch * s.epochs))
+    total = min(total, s.max_steps) if s.max_steps else total
     warmup = int(total * s.warmup_ratio)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: (i + 1) / (warmup + 1) if i < warmup else max(0.0, (total - i) / max(1, total - warmup))

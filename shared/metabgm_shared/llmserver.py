@@ -8,6 +8,12 @@ It answers GET /health (200 once the model is loaded) and POST /v1/chat/completi
 the narrator's and describer's adapter names both reach the one base model. It runs until
 SIGTERM or SIGINT, then stops the server and exits 0.
 
+`--lora FILE.gguf` (repeatable; llama.cpp's GGUF LoRA format, `metabgm train` writes them) loads
+adapters, numbered 0, 1, ... in order (GET /lora-adapters lists them). A request picks its
+adapters with `"lora": [{"id": 0, "scale": 1.0}, {"id": 1, "scale": 0.0}]`; a request without
+that field gets every adapter at scale 1, so a client that serves several stages from one server
+names every adapter in every request (`lora_field`).
+
 One thread by default: on two cores shared with the workers, a second decoding thread made
 generation collapse under load. Slots (`--parallel`) are decoded as one batch, so players still
 share the model; each slot keeps its prompt cache, so the fixed system prompt is read once.
@@ -51,7 +57,13 @@ def params(args: argparse.Namespace):
     p.cpuparams_batch.n_threads = args.threads
     p.n_threads_http = max(4, args.parallel)
     p.verbosity = args.verbosity
+    p.lora_adapters = [xlc.CommonAdapterLoraInfo(str(path), 1.0) for path in args.lora]
     return p
+
+
+def lora_field(n_adapters: int, use: int | None) -> list[dict]:
+    """The request's `lora` field: adapter `use` on (None: the base model), every other one off."""
+    return [{"id": i, "scale": 1.0 if i == use else 0.0} for i in range(n_adapters)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--parallel", type=int, default=4, help="slots decoded together")
     ap.add_argument("--ctx-per-slot", type=int, default=2048)
     ap.add_argument("--model", type=Path, default=None, help="another .gguf instead of SmolLM2")
+    ap.add_argument("--lora", type=Path, action="append", default=[], help="a GGUF LoRA adapter (repeatable)")
     ap.add_argument("--verbosity", type=int, default=2, help="llama.cpp log level (3 logs every request)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -19,7 +19,10 @@ Precedence, lowest to highest:
 6. Continuity (the prior's rule 6): a non-urgent change moves the key at most one step on the
    circle of fifths and the tempo at most 12 % from the music playing; an urgent one may jump.
 7. The caption is rebuilt from the final attributes (and the LLM's mood words when they are
-   plain words no player wrote), so it never contradicts them.
+   plain words no player wrote), so it never contradicts them. With a compact template
+   (`describer/compact1`, for the fine-tuned adapters) the LLM writes its own caption first; it
+   is kept when nothing above changed the LLM's attributes and it names their tempo, key and
+   mode and no word only a player wrote.
 
 When the LLM is unavailable or answers nonsense, the description is the prior's (source "prior",
 counted in metabgm_llm_fallbacks_total). `direct` is the one-stage variant (scene -> description
@@ -52,9 +55,9 @@ from metabgm_shared.state import Players
 MOOD_WORD = re.compile(r"^[a-z]{3,14}$")
 
 
-def schema(p: Prior) -> dict:
+def schema(p: Prior, with_caption: bool = False) -> dict:
     b = p.bounds
-    return {
+    out = {
         "type": "object",
         "properties": {
             "mood": {"type": "string", "minLength": 3, "maxLength": 40},
@@ -68,6 +71,31 @@ def schema(p: Prior) -> dict:
         "required": ["mood", "tempo_bpm", "key", "mode", "instruments", "intensity"],
         "additionalProperties": False,
     }  # fmt: skip
+    if with_caption:  # the compact templates ask for the caption first
+        out["properties"] = {"caption": {"type": "string", "minLength": 20, "maxLength": 300}, **out["properties"]}
+        out["required"] = ["caption", *out["required"]]
+    return out
+
+
+def asks_caption(prompt: Prompt) -> bool:
+    """The compact templates (`describer/compact1`) ask the model for its own caption."""
+    return prompt.template_id.split("/")[-1].startswith("compact")
+
+
+def own_caption(answer: dict, attrs: dict, scene: CharacterizedScene) -> str | None:
+    """The LLM's caption, when it names the tempo, key and mode it answered and no word that only
+    a player wrote; else None (the caption is then rebuilt from the attributes)."""
+    text = answer.get("caption")
+    if not isinstance(text, str):
+        return None
+    text = clean(text, cap=400)
+    known = set(re.findall(r"[a-z]+", scene.text.lower()))
+    written = {w for t in scene.texts for w in re.findall(r"[a-z]+", t.text.lower()) if len(w) >= 4} - known
+    if len(text) < 20 or written & set(re.findall(r"[a-z]+", text.lower())):
+        return None
+    if f"{attrs['tempo_bpm']} BPM" not in text or f"{attrs['key']} {attrs['mode']}" not in text:
+        return None
+    return text
 
 
 def refine(p: Prior, answer: dict, player_texts: list[str]) -> tuple[dict, bool]:
@@ -170,6 +198,25 @@ def transition(decision: Decision | None, scene: CharacterizedScene, previous: M
     return Transition.crossfade
 
 
+def prior_line(p: Prior) -> str:
+    """The prior and its bounds in one line: the compact templates' `$prior`."""
+    b = p.bounds
+    return (f"{p.genre}; {' '.join(p.mood)}; {p.tempo_bpm} bpm ({b.tempo[0]}-{b.tempo[1]}); {p.key} {p.mode.value} "
+            f"(keys {' '.join(b.keys)}; modes {' '.join(m.value for m in b.modes)}); {' '.join(p.instruments)} "
+            f"(palette {' '.join(b.palette)}); intensity {round(p.intensity * 100)} "
+            f"({round(b.intensity[0] * 100)}-{round(b.intensity[1] * 100)})")  # fmt: skip
+
+
+def likes(prefs: Preferences | None) -> str:
+    """The player's preferences in one line (their words are a closed alphabet): `$likes`."""
+    if prefs is None:
+        return "(none)"
+    parts = [f"favour {' '.join(prefs.favour)}" if prefs.favour else "",
+             f"avoid {' '.join(prefs.avoid)}" if prefs.avoid else "",
+             f"intensity at most {round(prefs.intensity_cap * 100)}" if prefs.intensity_cap < 1 else ""]  # fmt: skip
+    return "; ".join(x for x in parts if x) or "(none)"
+
+
 def caption(attrs: dict, genre: str) -> str:
     names = [i.replace("_", " ") for i in attrs["instruments"]]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
@@ -195,7 +242,7 @@ class Describe:
         return prior(scene, self.settings.prior_tempo_margin_bpm, self.settings.prior_intensity_margin)
 
     def messages(self, prompt: Prompt, scene: CharacterizedScene, p: Prior, narrative: str | None,
-                 previous: MusicDescription | None) -> list[dict]:  # fmt: skip
+                 previous: MusicDescription | None, prefs: Preferences | None = None) -> list[dict]:  # fmt: skip
         suggested = {"mood": " ".join(p.mood), "tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value,
                      "instruments": list(p.instruments), "intensity": round(p.intensity * 100)}  # fmt: skip
         prev = "(none)"
@@ -205,6 +252,7 @@ class Describe:
         return prompt.messages(
             narrative=clean(narrative, cap=400) if narrative else "(none)", scene=clean(scene.text, cap=600),
             previous=prev, suggested=json.dumps(suggested), player_text=data_block(scene.texts),
+            prior=prior_line(p), likes=likes(prefs),
         )  # fmt: skip
 
     def describe(
@@ -222,16 +270,18 @@ class Describe:
         p = self.prior(scene)
         attrs = {"tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value, "instruments": list(p.instruments),
                  "intensity": p.intensity, "mood": list(p.mood)}  # fmt: skip
-        source = "prior"
+        source, own = "prior", None
         try:
             reply = self.client.chat(
-                self.messages(prompt, scene, p, None if direct else narrative, previous),
+                self.messages(prompt, scene, p, None if direct else narrative, previous, prefs),
                 model=self.settings.describer_model,
                 max_tokens=self.settings.describer_max_tokens,
-                schema=schema(p),
+                schema=schema(p, asks_caption(prompt)),
                 name="music",
             )
-            attrs, clamped = refine(p, reply.json(), [t.text for t in scene.texts])
+            answer = reply.json()
+            attrs, clamped = refine(p, answer, [t.text for t in scene.texts])
+            own = (own_caption(answer, attrs, scene), dict(attrs)) if asks_caption(prompt) and not clamped else None
             source = "mixed" if clamped else "llm"
         except LLMError:
             metrics.llm_fallbacks.labels("describe").inc()
@@ -240,7 +290,7 @@ class Describe:
         attrs = continuity(attrs, previous, urgent=decision is not None and decision.urgent)
         attrs, genre = apply_preferences(attrs, p.genre, prefs or Preferences(), p.bounds.palette)
         return MusicDescription(
-            caption=caption(attrs, genre),
+            caption=own[0] if own and own[0] and own[1] == attrs and genre == p.genre else caption(attrs, genre),
             tempo_bpm=attrs["tempo_bpm"],
             key=attrs["key"],
             mode=attrs["mode"],

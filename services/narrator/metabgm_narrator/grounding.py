@@ -106,13 +106,13 @@ def ungrounded(text: str, scene: CharacterizedScene) -> str | None:
     if DIGIT.search(text):
         return DIGIT.search(text).group(0)
     lower = text.lower()
-    words = WORD.findall(lower)
-    if "unknown" in words:
+    if "unknown" in WORD.findall(lower):
         return "unknown"
     present = _present_mobs(scene)
     for m in MOB_RE.finditer(lower):
         if not _mob(m.group(1), present):
             return m.group(1)
+    words = WORD.findall(MOB_RE.sub(" ", lower))  # "cave spider" names a mob, not a cave
     biome = _biome_words(scene)
     weathers = _weathers(scene)
     attacked = scene.attacked > 0 or scene.mode is Mode.combat

