@@ -378,3 +378,20 @@ def test_storage_class_of_the_shared_volumes_is_a_setting(tmp_path: Path) -> Non
     for name, claim in claims.items():
         assert claim["spec"]["storageClassName"] == "my-rwx", name
         assert claim["spec"]["accessModes"] == ["ReadWriteMany"], name
+
+
+def test_the_quickstart_overlay_renders_into_the_namespace(tmp_path: Path) -> None:
+    """The overlay docs/quickstart.md tells a new operator to write, rendered as they would."""
+    block = (ROOT / "docs/quickstart.md").read_text().split("<!-- quickstart-overlay -->")[1].split("```")[1]
+    text = "\n".join(line.removeprefix("   ") for line in block.removeprefix("yaml\n").splitlines())
+    text = text.replace("resources: [../gpu]\n", "")
+    objs = render_on_top(tmp_path, "gpu", text + "\n")
+    assert_all_in_namespace(objs)
+    for obj in objs:
+        if (obj["apiVersion"], obj["kind"]) not in CRDS:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+    (ingress,) = by_kind(objs, "Ingress").values()
+    assert ingress["spec"]["rules"][0]["host"] == ingress["spec"]["tls"][0]["hosts"][0] == "music.example.org"
+    assert config(objs)["METABGM_PUBLIC_URL"] == "https://music.example.org"
+    image = containers(by_kind(objs, "Deployment")["gateway"])[0]["image"]
+    assert image == "registry.example.org/metabgm/gateway:0.1.0"
