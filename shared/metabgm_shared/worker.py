@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -187,6 +188,22 @@ class Progress:
         return self.oldest_s() <= self.deadline_s
 
 
+def watchdog(progress: Progress, every_s: float, exit: Callable[[int], None] = os._exit) -> threading.Thread:
+    """Ends the process (exit status 70) once a task is past its deadline, so that whatever keeps
+    the worker running restarts it: compose's restart policy, `metabgm up`'s supervisor. On
+    Kubernetes the liveness probe on /livez would, too; this does not wait for it."""
+
+    def watch() -> None:
+        while progress.alive():
+            time.sleep(every_s)
+        log.error("a task has run %.0f s, past the %.0f s deadline: exiting", progress.oldest_s(), progress.deadline_s)
+        exit(70)
+
+    thread = threading.Thread(target=watch, name="watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
 class _Server(ThreadingMixIn, WSGIServer):
     daemon_threads = True
 
@@ -228,6 +245,7 @@ def serve(rt: Runtime, stage: str, fn: Stage, *, concurrency: int = 4) -> None:
 
     if rt.settings.metrics_port:
         serve_metrics(rt.settings.metrics_port, progress, "0.0.0.0")
+    watchdog(progress, every_s=min(5.0, rt.settings.task_deadline_s / 4))
     heartbeat = Heartbeat(rt.redis, stage, rt.settings.heartbeat_s, rt.players, rt.pipeline.recover)
     rt.pipeline.tracker = heartbeat
     heartbeat.start()

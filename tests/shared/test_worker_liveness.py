@@ -7,7 +7,7 @@ import threading
 import httpx
 
 from metabgm.local import free_port
-from metabgm_shared.worker import Progress, serve_metrics
+from metabgm_shared.worker import Progress, serve_metrics, watchdog
 
 
 def test_livez_turns_503_while_a_task_is_past_its_deadline() -> None:
@@ -48,3 +48,33 @@ def test_a_real_worker_serves_livez(spawn_worker) -> None:
     spawn_worker("metabgm_ingest", "ingest", METABGM_METRICS_PORT=str(port))
     r = httpx.get(f"http://127.0.0.1:{port}/livez", timeout=5)
     assert r.status_code == 200 and "deadline 300 s" in r.text
+
+
+def test_the_watchdog_ends_a_wedged_worker_so_it_is_restarted() -> None:
+    """Compose restarts a container that exits, not one that is unhealthy: the worker ends itself."""
+    now = [0.0]
+    progress = Progress(deadline_s=60, clock=lambda: now[0])
+    exited: list[int] = []
+    done = threading.Event()
+
+    def exit(code: int) -> None:
+        exited.append(code)
+        done.set()
+
+    release = threading.Event()
+
+    def wedged() -> None:
+        with progress.task():
+            release.wait(10)
+
+    worker = threading.Thread(target=wedged)
+    worker.start()
+    try:
+        watchdog(progress, every_s=0.01, exit=exit)
+        now[0] = 59
+        assert not done.wait(0.2)  # busy within the deadline: left alone
+        now[0] = 61
+        assert done.wait(5) and exited == [70]
+    finally:
+        release.set()
+        worker.join(5)
