@@ -45,8 +45,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         stack.start()
         print(f"MetaBGM is up in {time.monotonic() - started:.1f} s at {stack.base_url}")
         print(f"  health:   {stack.base_url}/healthz")
-        print(f"  metrics:  {stack.base_url}/metrics")
-        print(f"  mod URL:  {mod_url(stack.data_dir)}")
+        print(f"  metrics:  {stack.base_url}/metrics (gateway)")
+        for stage, port in stack.metrics_ports.items():
+            print(f"            http://127.0.0.1:{port}/metrics ({stage})")
+        print(f"            all of them as Prometheus file_sd targets: {stack.data_dir}/scrape.json")
+        print(f"  mod URLs: metabgm mod-url --player NAME --data-dir {stack.data_dir}  (one per player)")
         print(f"  logs:     {stack.data_dir}/logs/")
         print("Ctrl-C stops it.", flush=True)
         while True:

@@ -31,14 +31,10 @@ import httpx
 import redis as redis_client
 
 from metabgm_shared.settings import Secrets
+from metabgm_shared.stages import STAGES
 from metabgm_shared.state import Players
 
-WORKERS = {
-    "ingest": "metabgm_ingest",
-    "narrate": "metabgm_narrator",
-    "describe": "metabgm_describer",
-    "synth": "metabgm_synth",
-}
+WORKERS = {stage.name: stage.package for stage in STAGES}
 
 
 def free_port() -> int:
@@ -99,6 +95,7 @@ class Stack:
     parts: dict[str, Part] = field(default_factory=dict)
     redis_url: str = ""
     clock: Callable[[], float] = time.monotonic
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # worker -> its /metrics port
 
     @property
     def base_url(self) -> str:
@@ -148,10 +145,11 @@ class Stack:
         if {"narrate", "describe"} & set(self.stages):
             env["METABGM_LLM_BASE_URL"] = self.llm_url or self._start_llm(env)
         for stage in self.stages:
+            self.metrics_ports[stage] = free_port()
             self._spawn(
                 stage,
                 [sys.executable, "-m", WORKERS[stage]],
-                {**env, "METABGM_METRICS_PORT": str(free_port())},
+                {**env, "METABGM_METRICS_PORT": str(self.metrics_ports[stage])},
             )
         env_gw = {**env, "METABGM_HOST": self.host, "METABGM_PORT": str(self.port),
                   "METABGM_REQUIRED_STAGES": ",".join(self.stages)}  # fmt: skip
@@ -177,6 +175,15 @@ class Stack:
         info = {"base_url": public.rstrip("/"), "redis_url": self.redis_url, "pid": os.getpid()}
         (self.data_dir / "instance.json").write_text(json.dumps(info, indent=2))
 
+        (self.data_dir / "scrape.json").write_text(json.dumps(self.scrape_targets(), indent=2))
+
+    def scrape_targets(self) -> list[dict]:
+        """Every process's /metrics, as a Prometheus `file_sd_configs` file: the gateway's, and each
+        worker's (time to music, the ladder's rungs, stage costs are observed in the workers)."""
+        here = f"{self.host}:{self.port}"
+        workers = [{"targets": [f"127.0.0.1:{port}"], "labels": {"job": "metabgm", "service": stage}}
+                   for stage, port in self.metrics_ports.items()]  # fmt: skip
+        return [{"targets": [here], "labels": {"job": "metabgm", "service": "gateway"}}, *workers]
     # -- supervision ----------------------------------------------------------------------------
     def supervise(self) -> list[str]:
         """Start again every part that died, backing off while it keeps dying. Never raises for a
@@ -242,7 +249,9 @@ class Stack:
         self.stop()
 
 
-LLM_SERVER = [sys.executable, "-m", "metabgm_shared.llmserver"]
+# Music first on a shared CPU: the embedded LLM refines the music, so it yields the cores to the
+# renderer and the workers (the ladder's fast rungs) whenever they have work.
+LLM_SERVER = ["nice", "-n", "10", sys.executable, "-m", "metabgm_shared.llmserver"]
 
 
 def wait_for_llm(port: int, proc: subprocess.Popen) -> str:

@@ -61,3 +61,16 @@ synth_rtf = Histogram(
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 25, 50, 100, 250, 500),
 )
 feedback = Counter("metabgm_feedback_total", "Like and skip presses", ["kind"])
+# The degradation ladder (metabgm_shared.ladder).
+rungs = Counter("metabgm_ladder_rung_total", "Scene changes by the rung chosen to serve them", ["rung", "urgency"])
+shed = Counter("metabgm_ladder_shed_total", "Scene changes that passed over the LLM rungs, by why", ["reason"])
+time_to_music = Histogram(
+    "metabgm_time_to_music_seconds",
+    "From a window reaching the gateway to the music for its scene change being ready, by rung",
+    ["rung"],
+    buckets=E2E_BUCKETS,
+)
+deadline_missed = Counter("metabgm_ladder_deadline_missed_total", "Music ready after its deadline", ["rung"])
+refined = Counter("metabgm_refined_total", "LLM refinements of a scene a fast rung served, by outcome", ["outcome"])
+pregenerated = Counter("metabgm_pregenerated_total", "Anticipated scenes sent to be rendered ahead", ["reason"])
+pregen_served = Counter("metabgm_pregen_served_total", "Scene changes served by a pre-generated clip", ["reason"])

@@ -1,4 +1,4 @@
-"""Queue topology and the Celery app: one queue per stage, routing defined here and only here.
+"""The Celery app: one queue per stage of `stages.STAGES`, routing defined here and only here.
 
 Delivery is at-least-once: a task is acknowledged after it ran (`acks_late`) and goes back on
 its queue if the worker dies under it (`reject_on_worker_lost`); each worker takes one task at
@@ -7,20 +7,23 @@ a time from the broker (prefetch 1) so slow stages do not hoard work other repli
 
 from __future__ import annotations
 
+import time
+
 from celery import Celery
 from kombu import Queue
 
-STAGES = ("ingest", "narrate", "describe", "synth")
-TASKS = {stage: f"metabgm.{stage}" for stage in STAGES}
-NEXT = {"narrate": "describe", "describe": "synth"}
+from .stages import BY_NAME
+from .stages import NAMES as STAGES
+
+TASKS = {name: stage.task for name, stage in BY_NAME.items()}
 
 
 def make_celery(redis_url: str, name: str = "metabgm", timeout_s: float = 5.0) -> Celery:
     """`timeout_s`: socket and connect timeout on the broker connections (a blackholed Redis errors)."""
     app = Celery(name, broker=redis_url)
     app.conf.update(
-        task_queues=[Queue(stage) for stage in STAGES],
-        task_routes={TASKS[stage]: {"queue": stage} for stage in STAGES},
+        task_queues=[Queue(BY_NAME[stage].queue) for stage in STAGES],
+        task_routes={TASKS[stage]: {"queue": BY_NAME[stage].queue} for stage in STAGES},
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
@@ -41,4 +44,5 @@ def make_celery(redis_url: str, name: str = "metabgm", timeout_s: float = 5.0) -
 
 
 def send(app: Celery, stage: str, payload: dict) -> None:
+    payload["sent_at"] = time.time()  # the next stage measures its queue wait from this
     app.send_task(TASKS[stage], args=[payload])

@@ -15,6 +15,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .stages import NAMES
+
 INSECURE = {"", "changeme", "change-me", "secret"}
 
 
@@ -29,6 +31,15 @@ class Common(BaseSettings):
     # A lost job frees its player after this; longer than any job may live (stale_after_s).
     inflight_lease_s: float = Field(120.0, gt=0, description="a lost job frees its player after this")
     heartbeat_s: float = Field(5.0, gt=0)
+    # The degradation ladder (metabgm_shared.ladder): scene change -> music is a budget kept at any load.
+    deadline_s: float = Field(3.0, gt=0, description="window -> music for an ordinary scene change")
+    urgent_deadline_s: float = Field(1.5, gt=0, description="same, for combat, dimension, near death, skips")
+    llm_max_inflight: int = Field(8, ge=0, description="scene changes in the LLM stages at once; 0 = never the LLM")
+    llm_ordinary_share: float = Field(0.75, gt=0, le=1, description="of llm_max_inflight, open to ordinary changes")
+    synth_max_queue: int = Field(32, ge=1, description="renders waiting before changes take a cached clip")
+    synth_parallel: int = Field(2, ge=1, description="renders the synth workers run at once, for the predictor")
+    pregenerate: bool = True
+    pregen_ttl_s: float = Field(180.0, gt=0, description="an anticipated scene is rendered once per player per this")
     # A job whose worker stops renewing its lease (the worker died) runs again after this.
     lost_job_s: float = Field(30.0, gt=0, description="a job lost with its worker runs again after this")
     # Per-player keys (memory, narratives, feedback) live this long after their last write.
@@ -115,7 +126,7 @@ class Gateway(Common):
     mod_open: bool = False  # accept the mod on the bare /api/input paths, without the secret prefix
     mod_idle_s: float = Field(60.0, ge=1)
     link_ttl_s: int = Field(12 * 3600, ge=60)
-    required_stages: str = "ingest,narrate,describe,synth"
+    required_stages: str = ",".join(NAMES)
     clip_dir: Path | None = None  # default: <data_dir>/clips, as the synth stage writes them
     # A stage with work waiting and no job started or ended for this long is stalled: /healthz 503.
     stage_stall_s: float = Field(30.0, gt=0, description="a stage making no progress this long is unhealthy")

@@ -24,9 +24,11 @@ from prometheus_client import make_wsgi_app
 
 from . import metrics
 from .contracts import Job
+from .ladder import Ladder, Stats
 from .llm import Client
-from .queues import NEXT, TASKS, make_celery, send
+from .queues import TASKS, make_celery, send
 from .settings import LLM, Common
+from .stages import BY_NAME, LLM_RUNGS, next_stage
 from .state import Heartbeat, Players
 
 log = logging.getLogger(__name__)
@@ -35,23 +37,27 @@ Stage = Callable[[Job], Job | None]
 
 
 def entry(job: Job) -> str:
-    """Where a job admitted to the chain starts: a skip already has its narrative."""
-    return "describe" if job.narrative is not None else "narrate"
+    """Where a job starts on its route (`stages.ROUTES`): a skip already has its narrative."""
+    return next(s for s in job.route if not (s == "narrate" and job.narrative is not None))
 
 
 @dataclass
 class Pipeline:
-    """Admission to and hand-off along the narrate -> describe -> synth chain."""
+    """Admission to and hand-off along each job's route; the ladder picks the route."""
 
     app: Celery
     players: Players
     stale_after_s: float
     tracker: Heartbeat | None = None  # renews the leases of the jobs this worker runs
+    ladder: Ladder | None = None  # None: every change takes the full path
+    stats: Stats | None = None  # measured stage costs, for the ladder's predictions
 
     def is_stale(self, job: Job) -> bool:
         return time.time() - job.received_at > self.stale_after_s
 
     def dispatch(self, job: Job) -> str:
+        if self.ladder is not None:
+            return self.ladder.dispatch(job)
         admission = self.players.admit(job)
         if admission == "run":
             send(self.app, entry(job), job.model_dump(mode="json"))
@@ -62,9 +68,15 @@ class Pipeline:
     def finish(self, job: Job, delivered: bool = True) -> None:
         """The job's turn is over: start the newest parked scene, dropping stale ones. A job that
         did not deliver music makes the player's next window count as a first scene, unless it
-        no longer holds the turn (an old copy redelivered by the broker)."""
-        if not delivered and self.players.holds(job):
+        no longer holds the turn (an old copy redelivered by the broker). Only the LLM rungs hold a
+        turn; a refinement or a pre-generated scene failing leaves the scene as it was heard."""
+        if job.pregen:
+            return
+        slotted = job.rung in LLM_RUNGS
+        if not delivered and not job.refine and self._owns_scene(job, slotted):
             self.players.forget_scene(job.player_key)
+        if not slotted:
+            return
         nxt = self.players.release(job)
         while nxt is not None and self.is_stale(nxt):
             metrics.stale_dropped.labels("pending").inc()
@@ -73,13 +85,31 @@ class Pipeline:
         if nxt is not None:
             send(self.app, entry(nxt), nxt.model_dump(mode="json"))
 
+    def _owns_scene(self, job: Job, slotted: bool) -> bool:
+        if slotted:
+            return self.players.holds(job)
+        return self.players.current_scene(job.player_key) in (None, job.scene_id)
+
+    def observe(self, stage: str, job: Job, spent: float, picked_at: float) -> None:
+        """Feed the ladder's averages: the stage's work per job and the job's wait on its queue. LLM
+        work is shared by the scenes in the LLM stages, so one job's share is divided by them."""
+        if self.stats is None or BY_NAME[stage].entry or job.pregen:
+            return
+        llm = BY_NAME[stage].llm
+        if llm and job.rung not in LLM_RUNGS:
+            return  # the prior rung passes the describer without an LLM call
+        shared = max(1, self.players.inflight_count()) if llm else 1
+        wait = picked_at - job.sent_at if job.sent_at is not None else None
+        self.stats.observe(stage, work_s=spent / shared, wait_s=wait)
+
     def recover(self, stage: str, job: Job) -> None:
         """A job lost with its worker (its lease lapsed): run again at the same stage, at least
         once; too old to matter by now, its player's next window counts as a new scene."""
         metrics.lost_jobs.labels(stage).inc()
-        if stage != "ingest" and not self.players.holds(job):
+        chained = not BY_NAME[stage].entry
+        if chained and job.rung in LLM_RUNGS and not self.players.holds(job):
             return  # its turn has already passed on
-        if stage != "ingest" and self.is_stale(job):
+        if chained and self.is_stale(job):
             log.warning("%s: lost job %s is stale; %s's next window counts as new", stage, job.job_id, job.player_key)
             self.finish(job, delivered=False)
             return
@@ -107,35 +137,38 @@ def run_stage(pipeline: Pipeline, stage: str, fn: Stage, payload: dict) -> None:
         metrics.errors.labels(stage, "bad_payload").inc()
         log.exception("%s: dropped a malformed payload", stage)
         return
-    if stage != "ingest" and pipeline.is_stale(job):
+    picked_at = time.time()
+    if not BY_NAME[stage].entry and pipeline.is_stale(job):
         metrics.stale_dropped.labels(stage).inc()
         pipeline.finish(job, delivered=False)
         return
     with pipeline.running(stage, job):
-        _run(pipeline, stage, fn, job)
+        _run(pipeline, stage, fn, job, picked_at)
 
 
-def _run(pipeline: Pipeline, stage: str, fn: Stage, job: Job) -> None:
+def _run(pipeline: Pipeline, stage: str, fn: Stage, job: Job, picked_at: float) -> None:
+    chained = not BY_NAME[stage].entry
     started = time.perf_counter()
     try:
         out = fn(job)
     except Exception as exc:
         metrics.errors.labels(stage, type(exc).__name__).inc()
         log.exception("%s failed for %s", stage, job.player_key)
-        if stage != "ingest":
+        if chained:
             pipeline.finish(job, delivered=False)
         return
     spent = time.perf_counter() - started
     metrics.stage_latency.labels(stage).observe(spent)
+    pipeline.observe(stage, job, spent, picked_at)
     if out is None:
-        if stage != "ingest":
+        if chained:
             pipeline.finish(job)
         return
     out.stages[stage] = round(spent, 4)
-    if stage == "ingest":
+    if not chained:
         pipeline.dispatch(out)
-    elif stage in NEXT:
-        send(pipeline.app, NEXT[stage], out.model_dump(mode="json"))
+    elif (nxt := next_stage(out.route, stage)) is not None:
+        send(pipeline.app, nxt, out.model_dump(mode="json"))
     else:
         pipeline.finish(out)
 
@@ -154,7 +187,9 @@ def runtime(settings: Common) -> Runtime:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
     players = Players(client, settings.inflight_lease_s, settings.player_ttl_s, settings.lost_job_s)
     app = make_celery(settings.redis_url, timeout_s=timeout)
-    return Runtime(settings, client, players, app, Pipeline(app, players, settings.stale_after_s))
+    ladder = Ladder(settings, client, players, app)
+    pipeline = Pipeline(app, players, settings.stale_after_s, ladder=ladder, stats=Stats(client))
+    return Runtime(settings, client, players, app, pipeline)
 
 
 class Progress:

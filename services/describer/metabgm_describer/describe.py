@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from dataclasses import replace
 
 from metabgm_shared import metrics
 from metabgm_shared.contracts import (
@@ -50,6 +51,7 @@ from metabgm_shared.instruments import INSTRUMENTS, NAMES
 from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
 from metabgm_shared.prior import GENRES, Prior, clamp, continuity, prior
 from metabgm_shared.settings import Describer
+from metabgm_shared.stages import LLM_RUNGS
 from metabgm_shared.state import Players
 
 MOOD_WORD = re.compile(r"^[a-z]{3,14}$")
@@ -264,14 +266,20 @@ class Describe:
         previous: MusicDescription | None = None,
         decision: Decision | None = None,
         direct: bool = False,
+        llm: bool = True,
+        lock: tuple[str, int] | None = None,
     ) -> MusicDescription:
+        """`llm=False`: the ladder's prior rung, no LLM call. `lock`: (key, tempo) the player already
+        hears for this scene, kept whatever the LLM or the rules would move."""
         started = time.perf_counter()
         prompt = self.one_stage if direct else self.two_stage
-        p = self.prior(scene)
+        p = self.prior(scene) if lock is None else held(self.prior(scene), *lock)
         attrs = {"tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value, "instruments": list(p.instruments),
                  "intensity": p.intensity, "mood": list(p.mood)}  # fmt: skip
         source, own = "prior", None
         try:
+            if not llm:
+                raise LLMError("the ladder chose the prior rung")
             reply = self.client.chat(
                 self.messages(prompt, scene, p, None if direct else narrative, previous, prefs),
                 model=self.settings.describer_model,
@@ -284,10 +292,13 @@ class Describe:
             own = (own_caption(answer, attrs, scene), dict(attrs)) if asks_caption(prompt) and not clamped else None
             source = "mixed" if clamped else "llm"
         except LLMError:
-            metrics.llm_fallbacks.labels("describe").inc()
+            if llm:
+                metrics.llm_fallbacks.labels("describe").inc()
         if decision is not None and decision.skip:
             attrs = vary(attrs, p, previous)
         attrs = continuity(attrs, previous, urgent=decision is not None and decision.urgent)
+        if lock is not None:
+            attrs = {**attrs, "key": lock[0], "tempo_bpm": lock[1]}
         attrs, genre = apply_preferences(attrs, p.genre, prefs or Preferences(), p.bounds.palette)
         return MusicDescription(
             caption=own[0] if own and own[0] and own[1] == attrs and genre == p.genre else caption(attrs, genre),
@@ -308,22 +319,44 @@ class Describe:
         return self.describe(scene, None, direct=True, **kw)
 
 
+def held(p: Prior, key: str, tempo: int) -> Prior:
+    """The prior with its key and tempo fixed (a refinement keeps what the player hears)."""
+    return replace(p, key=key, tempo_bpm=tempo, bounds=replace(p.bounds, keys=(key,), tempo=(tempo, tempo)))
+
+
 class DescribeStage:
+    """The ladder's rung decides whether the LLM is asked (`stages.LLM_RUNGS`); a refinement keeps
+    the key and tempo of the music its scene already plays."""
+
     def __init__(self, settings: Describer, players: Players, client: Client) -> None:
         self.players = players
         self.describer = Describe(settings, client)
+
+    def lock(self, job: Job, previous: MusicDescription | None) -> tuple[str, int] | None:
+        if not job.refine:
+            return None
+        playing = self.players.now_playing(job.player_key)
+        if playing is not None and playing.scene_id == job.scene_id:
+            return playing.description.key, playing.description.tempo_bpm
+        fast = self.describer.describe(job.scene, None, prefs=self.players.preferences(job.player_key),
+                                       previous=previous, decision=job.decision, llm=False)  # fmt: skip
+        return fast.key, fast.tempo_bpm  # what the fast rung plays once it is rendered
 
     def __call__(self, job: Job) -> Job:
         if job.scene is None:
             raise ValueError("describe needs a characterized scene")
         pk = job.player_key
         narrative: Narrative | None = job.narrative
+        previous = self.players.last_description(pk)
         description = self.describer.describe(
             job.scene,
             narrative.text if narrative else None,
             prefs=self.players.preferences(pk),
-            previous=self.players.last_description(pk),
+            previous=previous,
             decision=job.decision,
+            llm=job.rung in LLM_RUNGS and job.pregen is None,
+            lock=self.lock(job, previous),
         )
-        self.players.put(pk, "description", description.model_dump(mode="json"))
+        if job.pregen is None:  # an anticipated scene is nobody's music yet
+            self.players.put(pk, "description", description.model_dump(mode="json"))
         return job.model_copy(update={"description": description})

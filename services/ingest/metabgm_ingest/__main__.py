@@ -6,7 +6,7 @@ from .stage import IngestStage
 
 def main() -> None:
     rt = runtime(Ingest())
-    serve(rt, "ingest", IngestStage(rt.settings, rt.players), concurrency=4)
+    serve(rt, "ingest", IngestStage(rt.settings, rt.players, rt.pipeline.ladder), concurrency=4)
 
 
 if __name__ == "__main__":

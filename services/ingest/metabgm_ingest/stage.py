@@ -1,22 +1,27 @@
-"""The ingest stage: characterize a window and decide whether the player's music must change."""
+"""The ingest stage: characterize a window and decide whether the player's music must change; a
+window that changes nothing may still tell what comes next (`anticipate`), which the ladder
+pre-generates while the synth has room."""
 
 from __future__ import annotations
 
 import time
 
 from metabgm_shared import metrics
-from metabgm_shared.contracts import Job, SceneData, SceneEvent
+from metabgm_shared.contracts import CharacterizedScene, Job, SceneData, SceneEvent
+from metabgm_shared.ladder import Ladder
 from metabgm_shared.settings import Ingest
 from metabgm_shared.state import Keys, Players
 
+from .anticipate import anticipate
 from .change import decide
 from .characterize import characterize
 
 
 class IngestStage:
-    def __init__(self, settings: Ingest, players: Players) -> None:
+    def __init__(self, settings: Ingest, players: Players, ladder: Ladder | None = None) -> None:
         self.settings = settings
         self.players = players
+        self.ladder = ladder
 
     def __call__(self, job: Job) -> Job | None:
         pk = job.player_key
@@ -45,5 +50,14 @@ class IngestStage:
                        data=SceneData(index=w.index, scene=scene, decision=decision))
         )  # fmt: skip
         if not decision.changed:
+            self.pregenerate(job, scene)
             return None
         return job.model_copy(update={"scene": scene, "decision": decision})
+
+    def pregenerate(self, job: Job, scene: CharacterizedScene) -> None:
+        if self.ladder is None:
+            return
+        for ahead in anticipate(job.window, scene.mode):
+            future = characterize(ahead.window, self.settings.max_features)
+            if future.mode != scene.mode or future.biome != scene.biome or future.time_of_day != scene.time_of_day:
+                self.ladder.pregenerate(job, ahead.reason, future, ahead.urgent)

@@ -1,0 +1,117 @@
+"""The ladder's decisions on a real Redis: deadlines, predictions from measured costs, admission
+(urgent before ordinary, a fair share per server), the rung when the synth is full, and that the
+stages and rungs are declared once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from metabgm_ingest.characterize import characterize
+from metabgm_shared.contracts import Clip, Decision, Job, MusicDescription, SceneWindow
+from metabgm_shared.ladder import Ladder, Load, Stats, nearest_field, remember
+from metabgm_shared.queues import make_celery
+from metabgm_shared.settings import Common
+from metabgm_shared.stages import NAMES, ROUTES, STAGES, Rung, next_stage
+from metabgm_shared.state import Keys, Players
+
+NOW = 1_000_000.0
+
+
+def ladder(redis_url: str, **settings) -> Ladder:
+    s = Common(redis_url=redis_url, **settings)
+    client = redis.Redis.from_url(redis_url)
+    return Ladder(s, client, Players(client), make_celery(redis_url), clock=lambda: NOW)
+
+
+def change(player: str = "p", server: str = "s", urgent: bool = False, **window) -> Job:
+    w = SceneWindow(server_id=server, player_id=player, biome={"Plains": 100.0}, **window)
+    job = Job(window=w, received_at=NOW, scene=characterize(w),
+              decision=Decision(changed=True, score=1.0, urgent=urgent, reason="test"))  # fmt: skip
+    job.deadline_at = NOW + (1.5 if urgent else 3.0)
+    return job
+
+
+def load(llm: list[str] | None = None, synth: int = 0, **averages: float) -> Load:
+    depth = dict.fromkeys(NAMES, 0) | {"synth": synth}
+    return Load({k.replace("__", ":"): v for k, v in averages.items()}, depth, llm or [])
+
+
+def test_stages_and_rungs_are_declared_once() -> None:
+    assert [s.name for s in STAGES] == ["ingest", "narrate", "describe", "synth"]
+    assert [s.name for s in STAGES if s.entry] == ["ingest"] and {s.name for s in STAGES if s.llm} == {
+        "narrate",
+        "describe",
+    }
+    assert [r.value for r in Rung] == ["full", "describer", "prior", "cached", "keep"]
+    assert next_stage(ROUTES[Rung.full], "ingest") == "narrate"
+    assert next_stage(ROUTES[Rung.describer], "ingest") == "describe"
+    assert next_stage(ROUTES[Rung.full], "describe") == "synth" and next_stage(ROUTES[Rung.full], "synth") is None
+
+
+def test_full_path_when_measured_costs_fit_the_deadline(redis_url: str) -> None:
+    lad = ladder(redis_url)
+    quick = load(work__narrate=0.3, work__describe=0.8, work__synth=0.4)
+    assert lad.predict(Rung.full, quick) == pytest.approx(1.5)
+    assert lad.choose(change(), quick, busy=False) is Rung.full
+    # The same costs behind four scenes already in the LLM: 5 x 1.1 s + 0.4 s is past 3 s.
+    crowded = load(["s:a", "s:b", "s:c", "s:d"], work__narrate=0.3, work__describe=0.8, work__synth=0.4)
+    assert lad.choose(change(), crowded, busy=False) is Rung.prior
+    # Without the narrator it fits when only the describer's cost is behind.
+    slow_narrator = load(work__narrate=2.5, work__describe=0.8, work__synth=0.4)
+    assert lad.choose(change(), slow_narrator, busy=False) is Rung.describer
+
+
+def test_urgent_changes_have_the_tighter_deadline(redis_url: str) -> None:
+    lad = ladder(redis_url)
+    costs = load(work__narrate=0.5, work__describe=1.2, work__synth=0.5)  # 2.2 s: inside 3 s, past 1.5 s
+    assert lad.choose(change(), costs, busy=False) is Rung.full
+    assert lad.choose(change(urgent=True), costs, busy=False) is Rung.prior
+
+
+def test_stats_are_exponential_averages_in_redis(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    stats = Stats(client)
+    stats.observe("describe", work_s=1.0, wait_s=0.5)
+    stats.observe("describe", work_s=2.0, wait_s=None)
+    seen = ladder(redis_url).load()
+    assert seen.work("describe") == pytest.approx(1.2) and seen.wait("describe") == pytest.approx(0.5)
+    assert seen.work("narrate") > 0  # a default before anything was measured
+
+
+def test_admission_sheds_ordinary_changes_first(redis_url: str) -> None:
+    lad = ladder(redis_url, llm_max_inflight=4, llm_ordinary_share=0.75)
+    three = load(["s:a", "s:b", "s:c"])
+    assert lad.llm_refusal(change(), three) == "llm_full"
+    assert lad.llm_refusal(change(urgent=True), three) is None
+    assert lad.llm_refusal(change(urgent=True), load(["s:a", "s:b", "s:c", "s:d"])) == "llm_full"
+
+
+def test_one_server_cannot_take_the_llm_from_the_others(redis_url: str) -> None:
+    lad = ladder(redis_url, llm_max_inflight=8)
+    flood = load([f"big:p{i}" for i in range(4)])  # half the LLM, all one server's
+    assert lad.llm_refusal(change(server="big"), flood) is None  # alone, it may borrow
+    busy = load([f"big:p{i}" for i in range(4)] + ["small:a"])
+    assert lad.llm_refusal(change(server="big"), busy) == "fair_share"
+    assert lad.llm_refusal(change(server="small"), busy) is None
+    assert lad.llm_refusal(change(server="third"), busy) is None
+
+
+def test_busy_players_and_full_synth_take_lower_rungs(redis_url: str) -> None:
+    lad = ladder(redis_url, synth_max_queue=4)
+    quick = load(work__narrate=0.1, work__describe=0.1, work__synth=0.1)
+    assert lad.choose(change(), quick, busy=True) is Rung.prior  # its previous scene is still in the LLM
+    full_synth = load(["s:x"] * 8, synth=4, work__synth=0.1)
+    job = change(urgent=True, hostile_total=3.0, events={"attacked": 80.0})
+    assert lad.choose(job, load(["s:x"] * 8, synth=4), busy=False) is Rung.keep  # nothing cached yet
+    desc = MusicDescription(caption="c", tempo_bpm=150, key="D", mode="minor", instruments=["drums"], intensity=0.9)
+    clip = Clip(key="k" * 64, url="/clips/k.ogg", duration_s=10, bpm=150, bars=4, loop_end_s=10,
+                loudness_lufs=-16, key_name="D", mode="minor")  # fmt: skip
+    remember(lad.r, job.scene, clip, desc)
+    assert json.loads(lad.r.hget(Keys.ladder_nearest, nearest_field(job.scene)))["clip"]["key"] == clip.key
+    assert lad.choose(job, full_synth, busy=False) is Rung.cached
+    # A render predicted past the deadline also falls to the cached clip when there is one.
+    slow_synth = load(["s:x"] * 8, synth=3, work__synth=1.0)
+    assert lad.choose(job, slow_synth, busy=False) is Rung.cached
