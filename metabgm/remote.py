@@ -144,8 +144,7 @@ def _read_health(code: int, body: dict) -> tuple[bool, list[str]]:
         if ok:
             lines.append(f"{stage}: ok.")
             continue
-        why = details.get(stage)
-        why = ", ".join(f"{k} {v}" for k, v in why.items()) if isinstance(why, dict) else "no live worker"
+        why = _why(details.get(stage))
         lines += [
             f"{stage}: DOWN ({why}). The {svc} service {does}; until it is back no player gets new music.",
             "  " + HOW_TO_LOOK.format(svc=svc),
@@ -153,3 +152,17 @@ def _read_health(code: int, body: dict) -> tuple[bool, list[str]]:
     ok = code == 200 and bool(body.get("ok"))
     lines.append("Players get music." if ok else "Players do NOT get new music; fix the parts marked DOWN first.")
     return ok, lines
+
+
+def _why(detail) -> str:
+    """A stage's /healthz detail in words."""
+    if not isinstance(detail, dict):
+        return "no live worker"
+    parts = []
+    if not detail.get("live", True):
+        parts.append("no live worker")
+    if detail.get("stalled"):
+        parts.append(f"stalled: the oldest job has run {detail.get('oldest_running_s', 0):.0f} s")
+    if detail.get("waiting"):
+        parts.append(f"{detail['waiting']} jobs waiting")
+    return ", ".join(parts) or "not ready"
