@@ -11,6 +11,7 @@ import secrets
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +32,10 @@ class Common(BaseSettings):
     # A lost job frees its player after this; longer than any job may live (stale_after_s).
     inflight_lease_s: float = Field(120.0, gt=0, description="a lost job frees its player after this")
     heartbeat_s: float = Field(5.0, gt=0)
+    # A job whose worker stops renewing its lease (the worker died) runs again after this.
+    lost_job_s: float = Field(30.0, gt=0, description="a job lost with its worker runs again after this")
+    # Per-player keys (memory, narratives, feedback) live this long after their last write.
+    player_ttl_s: float = Field(7 * 86400.0, ge=60, description="lifetime of an idle player's state")
     # The degradation ladder (metabgm_shared.ladder): scene change -> music is a budget kept at any load.
     deadline_s: float = Field(3.0, gt=0, description="window -> music for an ordinary scene change")
     urgent_deadline_s: float = Field(1.5, gt=0, description="same, for combat, dimension, near death, skips")
@@ -40,10 +45,8 @@ class Common(BaseSettings):
     synth_parallel: int = Field(2, ge=1, description="renders the synth workers run at once, for the predictor")
     pregenerate: bool = True
     pregen_ttl_s: float = Field(180.0, gt=0, description="an anticipated scene is rendered once per player per this")
-    # A job whose worker stops renewing its lease (the worker died) runs again after this.
-    lost_job_s: float = Field(30.0, gt=0, description="a job lost with its worker runs again after this")
-    # Per-player keys (memory, narratives, feedback) live this long after their last write.
-    player_ttl_s: float = Field(7 * 86400.0, ge=60, description="lifetime of an idle player's state")
+    # Worker /metrics listen here; 0.0.0.0 only where the scraper is on another host (compose, k8s).
+    metrics_host: str = "127.0.0.1"
     # Every Redis client (state, broker, pub/sub) gives up after this: a blackholed Redis is an
     # error the caller handles, never a request or probe that hangs.
     redis_timeout_s: float = Field(5.0, gt=0, le=60, description="socket and connect timeout of Redis clients")
@@ -126,6 +129,18 @@ class Gateway(Common):
     mod_open: bool = False  # accept the mod on the bare /api/input paths, without the secret prefix
     mod_idle_s: float = Field(60.0, ge=1)
     link_ttl_s: int = Field(12 * 3600, ge=60)
+    # Tenants and attackers (docs/reliability.md). Quotas count work, not requests, per collector.
+    collector_windows_per_min: int = Field(12_000, ge=1, description="windows one collector may post a minute")
+    collector_new_players_per_min: int = Field(300, ge=1, description="players a collector may introduce a minute")
+    # The servers the `default` collector may post for: `*` = any server no named collector is bound to,
+    # except the mod's server.
+    default_collector_servers: str = "*"
+    mod_shared_key: bool = False  # accept the one shared mod key (every player's client holds it): opt-in
+    api_docs: bool = False  # serve /docs and /openapi.json
+    metrics_allow: str = Field("127.0.0.1/32,::1/128", description="networks that may read /metrics")
+    trusted_hosts: str = Field("", description="Host headers accepted; default: public_url's host and loopback")
+    header_timeout_s: float = Field(10.0, gt=0, description="a request's headers must arrive within this")
+    body_timeout_s: float = Field(10.0, gt=0, description="a request's body must arrive within this")
     required_stages: str = ",".join(NAMES)
     clip_dir: Path | None = None  # default: <data_dir>/clips, as the synth stage writes them
     # A stage with work waiting and no job started or ended for this long is stalled: /healthz 503.
@@ -142,6 +157,25 @@ class Gateway(Common):
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
 
+    @property
+    def allowed_hosts(self) -> list[str]:
+        """Host headers the gateway answers: the configured list, else public_url's host and loopback."""
+        if self.trusted_hosts.strip():
+            return [h.strip() for h in self.trusted_hosts.split(",") if h.strip()]
+        hosts = ["127.0.0.1", "localhost", "::1", "[::1]"]
+        if self.host not in ("0.0.0.0", "::", ""):
+            hosts.append(self.host)
+        if self.public_url:
+            hosts.append(urlsplit(self.public_url).hostname or "")
+        return [h for h in dict.fromkeys(hosts) if h]
+
+
+def _scoped(name: str, entry: str | dict) -> tuple[str, tuple[str, ...]]:
+    """A collectors.json entry: `{"token": ..., "servers": [...]}`, or a bare token (bound to `name`)."""
+    if isinstance(entry, str):
+        return entry, (name,)
+    return entry["token"], tuple(entry.get("servers") or (name,))
+
 
 class Secrets:
     """The instance's secrets, from the environment or `<data_dir>/secrets.json` (made on first use)."""
@@ -151,6 +185,7 @@ class Secrets:
         self.collectors_path = data_dir / "collectors.json"
         self.environment = environment
         self._collectors: dict[str, str] | None = None
+        self._scopes: dict[str, tuple[str, ...]] = {}
         self._collectors_mtime: float | None = None
 
     @cached_property
@@ -189,23 +224,36 @@ class Secrets:
         except FileNotFoundError:
             mtime = None
         if self._collectors is None or mtime != self._collectors_mtime:
-            named = json.loads(self.collectors_path.read_text()) if mtime is not None else {}
+            stored = json.loads(self.collectors_path.read_text()) if mtime is not None else {}
+            named = {n: _scoped(n, entry) for n, entry in stored.items()}
             env = os.environ.get("METABGM_COLLECTOR_TOKENS", "")
-            named.update(dict(pair.split(":", 1) for pair in env.split(",") if ":" in pair))
-            weak = [n for n, t in named.items() if len(t) < 16]
+            for pair in env.split(","):
+                name, _, rest = pair.partition(":")
+                token, _, servers = rest.partition(":")
+                if token:
+                    named[name] = (token, tuple(s for s in servers.split("|") if s) or (name,))
+            weak = [n for n, (t, _) in named.items() if len(t) < 16]
             if weak:
                 raise RuntimeError(f"collector tokens too weak (need 16+ characters): {', '.join(weak)}")
-            self._collectors, self._collectors_mtime = {"default": self.collector_token, **named}, mtime
+            self._scopes = {n: servers for n, (_, servers) in named.items()}
+            tokens = {n: t for n, (t, _) in named.items()}
+            self._collectors, self._collectors_mtime = {"default": self.collector_token, **tokens}, mtime
         return self._collectors
 
-    def add_collector(self, name: str) -> str:
-        named = json.loads(self.collectors_path.read_text()) if self.collectors_path.exists() else {}
-        if name not in named:
-            named[name] = secrets.token_urlsafe(24)
-            self.collectors_path.parent.mkdir(parents=True, exist_ok=True)
-            self.collectors_path.write_text(json.dumps(named, indent=2))
-            self.collectors_path.chmod(0o600)
-        return named[name]
+    def collector_servers(self, name: str) -> tuple[str, ...] | None:
+        """The server ids a named collector is bound to; None for `default` (the Gateway setting decides)."""
+        self.collectors()
+        return self._scopes.get(name) if name != "default" else None
+
+    def add_collector(self, name: str, servers: tuple[str, ...] = ()) -> str:
+        """Make (or re-bind) a named collector; bound to `servers`, or to the server id `name`."""
+        stored = json.loads(self.collectors_path.read_text()) if self.collectors_path.exists() else {}
+        token, bound = _scoped(name, stored[name]) if name in stored else (secrets.token_urlsafe(24), ())
+        stored[name] = {"token": token, "servers": sorted(set(servers)) if servers else list(bound or (name,))}
+        self.collectors_path.parent.mkdir(parents=True, exist_ok=True)
+        self.collectors_path.write_text(json.dumps(stored, indent=2))
+        self.collectors_path.chmod(0o600)
+        return token
 
     @property
     def mod_key(self) -> str:

@@ -14,10 +14,13 @@ from redis.exceptions import RedisError
 
 from metabgm_shared import metrics
 from metabgm_shared.queues import make_celery
+from metabgm_shared.quota import Quota
 from metabgm_shared.settings import Gateway, Secrets
 
+from . import apidoc
 from .body import describe_errors
 from .deps import Links, Services
+from .guards import EdgeGuards
 from .ratelimit import Buckets
 from .relay import Relay
 from .routes import collect, listen, mod, operator, ops
@@ -52,12 +55,20 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
             celery=make_celery(settings.redis_url, timeout_s=timeout),
             links=Links.from_secret(secrets.link_secret, settings.link_ttl_s),
             buckets=Buckets(settings.collector_rate_per_s, settings.collector_burst),
+            quota=Quota(settings.collector_windows_per_min, settings.collector_new_players_per_min),
         )
         yield
         await relay.stop()
         await client.aclose()
 
-    app = FastAPI(title="MetaBGM gateway", lifespan=lifespan)
+    docs = settings.api_docs  # off by default: the schema and its console are not for players
+    app = FastAPI(
+        title="MetaBGM gateway",
+        lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if docs else None,
+    )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -76,4 +87,6 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
     for router in (ops.router, collect.router, mod.router, listen.router, operator.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=listen.STATIC), name="static")
+    apidoc.install(app)
+    app.add_middleware(EdgeGuards, allowed_hosts=settings.allowed_hosts)
     return app

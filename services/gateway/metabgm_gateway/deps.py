@@ -15,6 +15,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from metabgm_shared import metrics
 from metabgm_shared.contracts import Event, Job, SceneWindow
 from metabgm_shared.queues import send
+from metabgm_shared.quota import Quota
 from metabgm_shared.settings import Gateway, Secrets
 from metabgm_shared.state import AsyncPlayers, channel, player_key
 
@@ -62,20 +63,22 @@ class Services:
     celery: Celery
     links: Links
     buckets: Buckets
+    quota: Quota
     collectors_seen: dict[str, float] = field(default_factory=dict)
 
     async def accept(self, window: SceneWindow, source: str, raw: dict | None = None) -> Job:
         """Hand one valid window to the pipeline and to anyone listening for raw windows."""
         started = time.perf_counter()
         job = Job(window=window)
-        await anyio.to_thread.run_sync(send, self.celery, "ingest", job.model_dump(mode="json"))
+        # Both messages are serialized before either is sent: one that cannot be leaves no trace.
         event = Event(
             type="window",
             server_id=window.server_id,
             player_id=window.player_id,
             data={"window": raw if raw is not None else window.model_dump(mode="json"), "job_id": job.job_id},
-        )
-        await self.redis.publish(channel(player_key(window.server_id, window.player_id)), event.model_dump_json())
+        ).model_dump_json()
+        await anyio.to_thread.run_sync(send, self.celery, "ingest", job.model_dump(mode="json"))
+        await self.redis.publish(channel(player_key(window.server_id, window.player_id)), event)
         metrics.windows.labels(source).inc()
         metrics.stage_latency.labels("gateway").observe(time.perf_counter() - started)
         return job

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from dataclasses import asdict
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -15,6 +15,7 @@ from metabgm_shared.queues import STAGES
 from metabgm_shared.state import HEARTBEATS, INFLIGHT, MOD_PLAYERS
 
 from ..deps import ServicesDep
+from ..guards import operator_only
 
 router = APIRouter(tags=["ops"])
 
@@ -44,7 +45,7 @@ async def healthz(svc: ServicesDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ok else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", dependencies=[Depends(operator_only)])
 async def prometheus(svc: ServicesDep) -> Response:
     # Gauges that describe shared state are read at scrape time, from Redis.
     try:
