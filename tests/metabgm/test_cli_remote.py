@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 
 from metabgm.local import Stack, free_port, wait_until
+from metabgm_gateway.deps import Links
+from metabgm_shared.settings import Secrets
 
 
 def metabgm(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -27,7 +29,10 @@ def test_link_and_mod_url_come_from_the_deployment(tmp_path: Path) -> None:
     # An operator's collector bound to the mod's server (`default`): it may mint its links.
     env = {"METABGM_PUBLIC_URL": public, "METABGM_COLLECTOR_TOKENS": f"ops:{ops}:default"}
     stack = Stack(data_dir=tmp_path / "deployment", port=port, stages=("ingest",), env=env).start()
-    elsewhere = tmp_path / "operator-laptop"
+    elsewhere = tmp_path / "operator-laptop"  # a data dir with other secrets, which must not sign anything
+    local = Secrets(elsewhere)
+    local.values  # noqa: B018 - made now, compared after
+    before = local.path.read_text()
     try:
         url = f"http://127.0.0.1:{port}"
         out = metabgm("link", "alex", "--url", url, "--token", ops, "--data-dir", str(elsewhere))
@@ -36,6 +41,8 @@ def test_link_and_mod_url_come_from_the_deployment(tmp_path: Path) -> None:
         assert link.startswith(f"{public}/listen/")
         page = httpx.get(link, timeout=10)
         assert page.status_code == 200 and "player.js" in page.text  # the gateway accepts its link
+        forged = Links.from_secret(local.link_secret, 600).url(public, "default", "alex")
+        assert 400 <= httpx.get(forged, timeout=10).status_code < 500  # what the old command printed
 
         out = metabgm("mod-url", "--player", "alex", "--url", url, "--token", ops, "--data-dir", str(elsewhere))
         assert out.returncode == 0, out.stderr
@@ -52,7 +59,7 @@ def test_link_and_mod_url_come_from_the_deployment(tmp_path: Path) -> None:
         assert "ingest: ok." in out.stdout and "Players get music." in out.stdout
     finally:
         stack.stop()
-    assert not elsewhere.exists()  # nothing was written, no secret was made
+    assert local.path.read_text() == before and sorted(p.name for p in elsewhere.iterdir()) == ["secrets.json"]
     out = metabgm("status", "--url", url)
     assert out.returncode == 1 and "nothing answers" in out.stdout
 
