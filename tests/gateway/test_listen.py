@@ -34,7 +34,9 @@ def secrets(data_dir: Path) -> Secrets:
 
 @pytest.fixture
 def client(redis_url: str, data_dir: Path, secrets: Secrets):
-    settings = Gateway(redis_url=redis_url, data_dir=data_dir, required_stages="", link_ttl_s=600)
+    settings = Gateway(
+        redis_url=redis_url, data_dir=data_dir, required_stages="", link_ttl_s=600, trusted_hosts="testserver"
+    )
     with TestClient(create_app(settings, secrets)) as c:
         yield c
 
@@ -178,10 +180,11 @@ def write_clip(data_dir: Path, name: str, body: bytes) -> None:
     (data_dir / "clips" / name).write_bytes(body)
 
 
-def test_clips_need_a_token_support_ranges_and_cache_forever(client, links, data_dir):
+def test_clips_need_a_token_support_ranges_and_cache_forever(client, links, data_dir, play_to):
     write_clip(data_dir, "0123abcd.ogg", bytes(range(256)) * 4)
     write_clip(data_dir, "0123abcd.pads.ogg", b"OggS")
     token = links.token("default", "alice")
+    play_to(client, token, "default", "alice", "job-c1", key="0123abcd")
     assert client.get("/clips/0123abcd.ogg").status_code == 401
     assert client.get(f"/clips/0123abcd.ogg?t={tampered(token)}").status_code == 403
     full = client.get(f"/clips/0123abcd.ogg?t={token}")
@@ -191,9 +194,10 @@ def test_clips_need_a_token_support_ranges_and_cache_forever(client, links, data
     assert part.status_code == 206 and part.content == bytes(range(256))
     assert part.headers["content-range"] == "bytes 256-511/1024"
     assert client.get(f"/clips/0123abcd.pads.ogg?t={token}").content == b"OggS"
-    for name in ("deadbeef00.ogg", "secrets.json", "..%2Fsecrets.json", "0123ABCD.ogg", "0123abcd.wav"):
+    for name in ("secrets.json", "..%2Fsecrets.json", "0123ABCD.ogg", "0123abcd.wav"):
         r = client.get(f"/clips/{name}?t={token}")
         assert r.status_code == 404, name
+    assert client.get(f"/clips/deadbeef00.ogg?t={token}").status_code == 403  # never played to alice
 
 
 def test_preferences_are_validated_stored_for_the_describer_and_pushed(client, links, players):
@@ -248,8 +252,10 @@ def test_feedback_is_counted_and_kept(client, links, redis_url):
     assert sample("metabgm_feedback_total", {"kind": "like"}) == likes + 1
 
 
-def test_playing_is_observed_once_per_job_and_only_when_plausible(client, links):
+def test_playing_is_observed_once_per_job_and_only_when_plausible(client, links, play_to):
     token = links.token("default", "alice")
+    for job in ("job-p1", "job-p2"):
+        play_to(client, token, "default", "alice", job)
     count = ("metabgm_window_to_playing_seconds_count", {})
     before = sample(*count)
     first = client.post(f"/listen/{token}/playing", json={"job_id": "job-p1", "received_at": time.time() - 3})
@@ -267,7 +273,9 @@ def test_playing_is_observed_once_per_job_and_only_when_plausible(client, links)
 def test_events_reach_the_replica_holding_the_socket(client, redis_url, data_dir, secrets, links):
     """Two replicas on one Redis: a change made through one reaches the socket held by the other,
     and only that player's socket."""
-    settings = Gateway(redis_url=redis_url, data_dir=data_dir, required_stages="", link_ttl_s=600)
+    settings = Gateway(
+        redis_url=redis_url, data_dir=data_dir, required_stages="", link_ttl_s=600, trusted_hosts="testserver"
+    )
     with TestClient(create_app(settings, secrets)) as other:
         alice, bob = links.token("default", "alice"), links.token("default", "bob")
         with (

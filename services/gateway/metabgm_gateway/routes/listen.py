@@ -5,10 +5,13 @@ Rules:
   `/listen/{token}` acts for that player only; its socket subscribes to that player's channel
   and nothing else, so one player's events never reach another player's page.
 - Clips are content-keyed files in the clip dir: names are checked against `CLIP_NAME` before
-  the disk is touched, and any valid token may fetch them (they hold no player data).
+  the disk is touched, and a token opens only the clips its player was served (served.py), at
+  the player's rate limit.
 - Listener input is untrusted: size-capped strict JSON, validated, 4xx with a message.
-- `window_to_playing` is observed once per job, across replicas (a Redis SET NX), and only for
-  plausible delays, because the page reports it and a page can lie or retry.
+- `window_to_playing` is observed once per job, across replicas (a Redis SET NX), only for a job
+  that was served to this player, and only for plausible delays, because the page reports it and
+  a page can lie or retry.
+- `/v1/links` mints links only for the servers the calling collector is bound to.
 """
 
 from __future__ import annotations
@@ -45,10 +48,11 @@ from metabgm_shared.instruments import NAMES
 from metabgm_shared.queues import send
 from metabgm_shared.state import Admission, channel, player_key
 
+from .. import served
 from ..body import BadInput, describe_errors, read_json
 from ..deps import LinkError, Services, ServicesDep
 from ..sockets import forward
-from .collect import CollectorDep
+from .collect import CollectorDep, require_server
 
 router = APIRouter(tags=["listeners"])
 
@@ -93,7 +97,8 @@ class LinkRequest(BaseModel):
 
 @router.post("/v1/links", tags=["collectors"])
 async def make_link(request: Request, svc: ServicesDep, who: CollectorDep) -> dict:
-    body = _validate(LinkRequest, await read_json(request, SMALL_BODY))
+    body = _validate(LinkRequest, await read_json(request, SMALL_BODY, svc.settings.body_timeout_s))
+    require_server(svc, who, body.server_id)
     url = svc.links.url(svc.settings.base_url, body.server_id, body.player_id)
     return {"url": url, "expires_in_s": svc.settings.link_ttl_s}
 
@@ -102,7 +107,9 @@ async def make_link(request: Request, svc: ServicesDep, who: CollectorDep) -> di
 PAGE_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",  # the token is in the path
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self' blob:",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; frame-ancestors 'none'"
+    ),  # no other site may frame the page and click Like or Skip for the player
     "X-Content-Type-Options": "nosniff",
 }
 
@@ -204,10 +211,19 @@ async def events(websocket: WebSocket, token: str) -> None:
         # the page ignores a now_playing it already has.
         async with svc.relay.listen(channel(pk)) as queue:
             playing = await svc.players.now_playing(pk)
+            current = _now_playing(playing) if playing is not None else None
             await websocket.send_json({"type": "hello", "player_id": player_id, "server_id": server_id})
-            if playing is not None:
-                await websocket.send_json({**_now_playing(playing), "resumed": True})
-            await forward(websocket, queue, render)
+
+            async def remember(out: dict) -> None:
+                if out["type"] == "now_playing":
+                    await served.remember(svc.redis, pk, out)
+
+            if current is not None:
+                await remember(current)
+                await websocket.send_json({**current, "resumed": True})
+            await forward(websocket, queue, render, before_send=remember)
+    except WebSocketDisconnect:
+        pass  # the page went away mid-send: nothing to do
     except RedisError as exc:
         # Every Redis connection this replica may hold stayed busy, or Redis is away: the page is
         # told why and reconnects, instead of seeing its socket dropped without a close code.
@@ -227,9 +243,12 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
 async def clip(name: str, svc: ServicesDep, t: str | None = None) -> FileResponse:
     if not t:
         raise BadInput(401, "missing listen token: add ?t=<token>")
-    _player(svc, t)
+    pk = player_key(*_player(svc, t))
+    _limit(svc, pk)
     if not CLIP_NAME.match(name):
         raise BadInput(404, "no such clip")
+    if not await served.was_served(svc.redis, pk, served.clip_member(name)):
+        raise BadInput(403, "this clip was not played to this link's player")
     path = svc.settings.clips / name
     if not path.is_file():
         raise BadInput(404, "no such clip")
@@ -261,7 +280,7 @@ async def set_preferences(token: str, request: Request, svc: ServicesDep) -> dic
     server_id, player_id = _player(svc, token)
     pk = player_key(server_id, player_id)
     _limit(svc, pk)
-    prefs = _validate(PreferencesIn, await read_json(request, SMALL_BODY))
+    prefs = _validate(PreferencesIn, await read_json(request, SMALL_BODY, svc.settings.body_timeout_s))
     both = set(prefs.favour) & set(prefs.avoid)
     if both:
         raise BadInput(422, f"both favoured and avoided: {', '.join(sorted(both))}")
@@ -286,7 +305,7 @@ async def feedback(token: str, request: Request, svc: ServicesDep) -> dict:
     server_id, player_id = _player(svc, token)
     pk = player_key(server_id, player_id)
     _limit(svc, pk)
-    body = _validate(FeedbackIn, await read_json(request, SMALL_BODY))
+    body = _validate(FeedbackIn, await read_json(request, SMALL_BODY, svc.settings.body_timeout_s))
     metrics.feedback.labels(body.kind).inc()
     # Kept for operators and future tuning; newest first.
     await svc.players.push_feedback(pk, {"kind": body.kind, "job_id": body.job_id, "at": time.time()})
@@ -321,7 +340,9 @@ class PlayingIn(BaseModel):
 async def playing(token: str, request: Request, svc: ServicesDep) -> dict:
     pk = player_key(*_player(svc, token))
     _limit(svc, pk)
-    body = _validate(PlayingIn, await read_json(request, SMALL_BODY))
+    body = _validate(PlayingIn, await read_json(request, SMALL_BODY, svc.settings.body_timeout_s))
+    if not await served.was_served(svc.redis, pk, f"job:{body.job_id}"):
+        raise BadInput(403, f"job {body.job_id} was not played to this link's player")
     delay = time.time() - body.received_at
     if not 0 <= delay <= PLAUSIBLE_S:
         return {"observed": False, "reason": f"delay {delay:.1f} s is outside 0..{PLAUSIBLE_S:.0f} s"}
