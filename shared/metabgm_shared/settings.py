@@ -132,8 +132,8 @@ class Gateway(Common):
     # Tenants and attackers (docs/reliability.md). Quotas count work, not requests, per collector.
     collector_windows_per_min: int = Field(12_000, ge=1, description="windows one collector may post a minute")
     collector_new_players_per_min: int = Field(300, ge=1, description="players a collector may introduce a minute")
-    # The servers the `default` collector may post for: `*` = any server no named collector is bound to,
-    # except the mod's server.
+    # The servers the `default` collector (the operator's token) may post for: `*` = any server no
+    # named collector is bound to.
     default_collector_servers: str = "*"
     mod_shared_key: bool = False  # accept the one shared mod key (every player's client holds it): opt-in
     api_docs: bool = False  # serve /docs and /openapi.json

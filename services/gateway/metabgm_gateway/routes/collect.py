@@ -6,9 +6,10 @@ Rules:
   every window was for a server the collector may not post for; 429 when every one was over quota).
 - A collector is bound to the server ids it was issued for (`metabgm collector-token NAME
   --server ID`, or `METABGM_COLLECTOR_TOKENS=name:token:server|server`); a window or a listen link
-  for any other server is refused (403). The `default` collector may post for
-  `METABGM_DEFAULT_COLLECTOR_SERVERS` (`*`: any server that is neither bound to a named collector
-  nor the mod's server).
+  for any other server, the mod's included, is refused (403). The `default` collector (the
+  operator's own token) may post for `METABGM_DEFAULT_COLLECTOR_SERVERS`; `*` (the default)
+  means any server no named collector is bound to: binding a server to a named collector takes it
+  away from `default` too.
 - Each collector has a request rate limit (a token bucket) and quotas that count windows and new
   players (shared/metabgm_shared/quota.py); replayed windows are refused (replay.py).
 """
@@ -63,7 +64,7 @@ def allowed(svc: Services, collector_name: str, server_id: str) -> bool:
     if "*" not in listed:
         return server_id in listed
     claimed = {s for n in svc.secrets.collectors() for s in (svc.secrets.collector_servers(n) or ())}
-    return server_id not in claimed and server_id != svc.settings.mod_server_id
+    return server_id not in claimed
 
 
 def require_server(svc: Services, collector_name: str, server_id: str) -> None:
