@@ -9,7 +9,7 @@ Rules:
 - Canonical spellings: biomes in Title Case as the game shows them (1.21), mobs, damage sources
   and actions in lower case with `_`. Lookups ignore case and treat `_` and ` ` alike.
 - A new game version's biome or mob is `Unknown` until it is added here: the music still fits the
-  scene's mode and dimension; counting unknown labels (metabgm_unknown_labels_total) tells when.
+  scene's mode and dimension; `metabgm_unknown_labels_total` (mod windows) tells when.
 """
 
 from __future__ import annotations
