@@ -12,17 +12,31 @@ from pathlib import Path
 from metabgm_shared.contracts import IDENT_RE
 from metabgm_shared.settings import Gateway, Secrets
 
+from . import remote
 from .evaluation.run import add_commands as add_evaluation_commands
+from .help import texts as help_texts
 from .local import Stack, instance
 
 
 def _base_url(data_dir: Path) -> str:
-    path = data_dir / "instance.json"
-    return instance(data_dir)["base_url"] if path.exists() else "http://127.0.0.1:8000"
+    """The public address of the `metabgm up` running on this data dir. Without one there is
+    nothing to sign for: a deployment keeps its own secrets and is asked with --url."""
+    if not (data_dir / "instance.json").exists():
+        raise SystemExit(
+            f"error: no `metabgm up` is running on {data_dir}; for a deployment (compose, Kubernetes) "
+            "pass --url URL --token TOKEN"
+        )
+    return instance(data_dir)["base_url"]
 
 
-def mod_url(data_dir: Path) -> str:
-    return f"{_base_url(data_dir)}/mod/{Secrets(data_dir).mod_key}"
+def mod_url(data_dir: Path, player: str | None = None) -> str:
+    """One player's mod URL (its key admits that name only), or with no player the shared one,
+    which the gateway accepts only with METABGM_MOD_SHARED_KEY=true."""
+    from metabgm_gateway.modkeys import player_key
+
+    base = _base_url(data_dir)  # first: never make secrets for an instance that is not there
+    secret = Secrets(data_dir).mod_key
+    return f"{base}/mod/{player_key(secret, player) if player else secret}"
 
 
 def stop_on_signals() -> None:
@@ -65,7 +79,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_mod_url(args: argparse.Namespace) -> int:
-    print(mod_url(args.data_dir.resolve()))
+    if not args.player and not args.shared:
+        print("error: --player NAME (a URL for that player only), or --shared (every player's, off unless "
+              "METABGM_MOD_SHARED_KEY=true)", file=sys.stderr)  # fmt: skip
+        return 2
+    if args.player and not IDENT_RE.match(args.player):
+        print(f"error: {args.player!r} is not 1-64 letters, digits, '_', '.', '-'", file=sys.stderr)
+        return 2
+    if args.url:
+        return remote.run(remote.mod_url, args)
+    print(mod_url(args.data_dir.resolve(), args.player))
     return 0
 
 
@@ -73,8 +96,18 @@ def cmd_collector_token(args: argparse.Namespace) -> int:
     if not IDENT_RE.match(args.name):
         print(f"error: {args.name!r} is not 1-64 letters, digits, '_', '.', '-'", file=sys.stderr)
         return 2
+    bad = [s for s in args.server if not IDENT_RE.match(s)]
+    if bad:
+        print(f"error: server id {bad[0]!r} is not 1-64 letters, digits, '_', '.', '-'", file=sys.stderr)
+        return 2
     secrets = Secrets(args.data_dir.resolve())
-    print(secrets.collector_token if args.name == "default" else secrets.add_collector(args.name))
+    if args.name == "default":
+        if args.server:
+            print("error: the default collector's servers are METABGM_DEFAULT_COLLECTOR_SERVERS", file=sys.stderr)
+            return 2
+        print(secrets.collector_token)
+        return 0
+    print(secrets.add_collector(args.name, tuple(args.server)))
     return 0
 
 
@@ -88,10 +121,21 @@ def cmd_link(args: argparse.Namespace) -> int:
     if bad:
         print(f"error: {bad[0]!r} is not 1-64 letters, digits, '_', '.', '-'", file=sys.stderr)
         return 2
+    if args.url:
+        return remote.run(remote.link, args, server)
+    base = _base_url(data_dir)  # first: never make secrets for an instance that is not there
     # The token carries its own timestamp; the gateway applies the TTL when it checks it.
     links = Links.from_secret(Secrets(data_dir).link_secret, defaults["link_ttl_s"].default)
-    print(links.url(_base_url(data_dir), server, args.player))
+    print(links.url(base, server, args.player))
     return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = args.url or _base_url(args.data_dir.resolve())
+    ok, lines = remote.status(url)
+    print(f"MetaBGM at {url}")
+    print("\n".join(f"  {line}" for line in lines))
+    return 0 if ok else 1
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -104,34 +148,49 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 130
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="metabgm", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="metabgm", description=__doc__, epilog="`metabgm <command> --help` says more, with an example."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, fn, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+        p = sub.add_parser(name, **help_texts(name, help))
         p.add_argument("--data-dir", type=Path, default=Path(".metabgm"), help="instance settings and secrets")
         p.set_defaults(fn=fn)
         return p
 
     up = command("up", cmd_up, "run the whole pipeline on embedded defaults")
-    up.add_argument("--port", type=int, default=8000)
-    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=8000, help="the gateway's port")
+    up.add_argument("--host", default="127.0.0.1", help="the address the gateway listens on")
     up.add_argument("--public-url", default="", help="how players and mods reach the gateway, if not host:port")
-    command("mod-url", cmd_mod_url, "print the URL to put into the seed mod's URL setting")
+    mod = command("mod-url", cmd_mod_url, "print the URL to put into one player's seed mod URL setting")
+    mod.add_argument("--player", help="the player name this URL admits (and no other)")
+    mod.add_argument("--shared", action="store_true", help="the one URL for every player (needs opt-in)")
+    remote.add_arguments(mod)
     token = command("collector-token", cmd_collector_token, "print (and make) a collector's bearer token")
-    token.add_argument("name", nargs="?", default="default")
+    token.add_argument("name", nargs="?", default="default", help="the collector's name (default: default)")
+    token.add_argument(
+        "--server", action="append", default=[], help="a server id this collector may post for (repeatable; "
+        "default: the server id NAME)"
+    )  # fmt: skip
     demo = command("demo", cmd_demo, "run the pipeline with a built-in multi-player session")
     demo.add_argument("--out", type=Path, default=Path("out"), help="soundtracks and session log go here")
     demo.add_argument("--duration", type=float, default=None, help="seconds; default: the whole script")
     demo.add_argument("--window-s", type=float, default=8.0, help="seconds between windows")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--port", type=int, default=8000, help="the gateway's port")
     link = command("link", cmd_link, "print a listen link for one player")
-    link.add_argument("player")
+    link.add_argument("player", help="the player's name in the game")
     link.add_argument("--server", help="server id (default: the mod's server, METABGM_MOD_SERVER_ID)")
+    remote.add_arguments(link)
+    status = command("status", cmd_status, "say whether players get music, and what to do if not")
+    remote.add_arguments(status, token=False)
     add_evaluation_commands(command)  # eval, record, label, train
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     return args.fn(args)
 
 

@@ -342,8 +342,8 @@ def add_commands(command) -> None:
     ev.add_argument("--base-model", default="base", help="model name of the base rows (vLLM: the served base)")
     ev.add_argument("--adapter-url", default=None, help="endpoint serving the adapters (default: --llm-url)")
     ev.add_argument("--narrator-adapter", default=None, help="adapter model name (vLLM --lora-modules name)")
-    ev.add_argument("--describer-adapter", default=None)
-    ev.add_argument("--temperature", type=float, default=0.0)
+    ev.add_argument("--describer-adapter", default=None, help="adapter model name of the describer")
+    ev.add_argument("--temperature", type=float, default=0.0, help="sampling temperature")
     ev.add_argument(
         "--workers", type=int, default=1, help="scenes in flight; above 1, batched greedy outputs vary run to run"
     )
@@ -351,7 +351,7 @@ def add_commands(command) -> None:
     ev.add_argument("--wordnet", type=Path, default=None, help="WordNet 3.0 dict dir for METEOR synonyms")
 
     rec = command("record", cmd_record, "record a running instance's scenes as triples (pseudonymised)")
-    rec.add_argument("--out", type=Path, required=True)
+    rec.add_argument("--out", type=Path, required=True, help="triples JSONL to write")
     rec.add_argument("--redis-url", default=None, help="default: the running instance's (instance.json)")
     rec.add_argument("--salt", default=None, help="pseudonym key; default: the instance's link secret")
     rec.add_argument("--seconds", type=float, default=0, help="stop after this long (default: Ctrl-C)")
@@ -359,20 +359,34 @@ def add_commands(command) -> None:
     rec.add_argument("--all-scenes", action="store_true", help="also scenes the change detector held back")
 
     lab = command("label", cmd_label, "write teacher references for recorded triples (resumable)")
-    lab.add_argument("src", type=Path)
-    lab.add_argument("--out", type=Path, required=True)
+    lab.add_argument("src", type=Path, help="recorded triples JSONL")
+    lab.add_argument("--out", type=Path, required=True, help="labelled triples JSONL to write")
     lab.add_argument("--llm-url", required=True, help="the teacher's OpenAI-compatible /v1 URL")
     lab.add_argument("--model", required=True, help="the teacher's model name")
-    lab.add_argument("--temperature", type=float, default=0.3)
+    lab.add_argument("--temperature", type=float, default=0.3, help="the teacher's sampling temperature")
 
     tr = command("train", cmd_train, "LoRA-fine-tune a chat model per stage (needs the gpu extra)")
     tr.add_argument("pairs", type=Path, nargs="+", help="triples JSONL files")
     tr.add_argument("--base", required=True, help="HF model id or path, e.g. meta-llama/Meta-Llama-3-8B-Instruct")
-    tr.add_argument("--out", type=Path, required=True)
-    tr.add_argument("--stages", nargs="+", choices=["narrator", "describer"], default=["narrator", "describer"])
+    tr.add_argument("--out", type=Path, required=True, help="folder for the adapters (one per stage)")
+    stages = ["narrator", "describer"]
+    tr.add_argument("--stages", nargs="+", choices=stages, default=stages, help="the stages to train")
     defaults = train_defaults()
     for name in ("r", "alpha", "dropout", "lr", "epochs", "batch_size", "grad_accum", "max_len"):
-        tr.add_argument(f"--{name.replace('_', '-')}", type=type(defaults[name]), default=defaults[name])
+        flag = f"--{name.replace('_', '-')}"
+        tr.add_argument(flag, type=type(defaults[name]), default=defaults[name], help=f"LoRA {TRAIN_HELP[name]}")
+
+
+TRAIN_HELP = {
+    "r": "rank",
+    "alpha": "scaling (alpha)",
+    "dropout": "dropout",
+    "lr": "learning rate",
+    "epochs": "epochs over the pairs",
+    "batch_size": "batch size",
+    "grad_accum": "gradient accumulation steps",
+    "max_len": "longest example, in tokens",
+}
 
 
 def train_defaults() -> dict:
