@@ -19,6 +19,7 @@ UNIT = Path(__file__).parent / "alerts_test.yml"
 ALERTS = {
     "MetaBGMTargetDown",
     "MetaBGMStageWithoutWorker",
+    "MetaBGMStageStalled",
     "MetaBGMQueueRising",
     "MetaBGMBreakerOpen",
     "MetaBGMFallbackRatioHigh",

@@ -87,5 +87,10 @@ def test_status_names_the_missing_stage(tmp_path: Path) -> None:
         assert out.returncode == 1
         assert "synth: DOWN" in out.stdout and "docker compose logs --tail 50 synth" in out.stdout
         assert "ingest: ok." in out.stdout and "Players do NOT get new music" in out.stdout
+        # The same, as the alert rules see it.
+        scraped = httpx.get(f"{stack.base_url}/metrics", timeout=10).text
+        assert 'metabgm_stage_live_workers{stage="synth"} 0.0' in scraped
+        assert 'metabgm_stage_live_workers{stage="ingest"} 1.0' in scraped
+        assert 'metabgm_stage_stalled{stage="ingest"} 0.0' in scraped
     finally:
         stack.stop()

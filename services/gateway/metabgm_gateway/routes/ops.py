@@ -60,6 +60,9 @@ async def prometheus(svc: ServicesDep) -> Response:
         )
         for stage in STAGES:
             metrics.stage_live_workers.labels(stage).set(beats[stage])
+        # What /healthz judges, for the alert rules: Prometheus scrapes /metrics, never /healthz.
+        for stage, health in (await svc.players.stage_health(list(STAGES), svc.settings.stage_stall_s)).items():
+            metrics.stage_stalled.labels(stage).set(int(health.stalled))
     except Exception:
         metrics.errors.labels("gateway", "redis").inc()
     # The seed mod runs in each player's client, so every mod sender is a collector of its own.
