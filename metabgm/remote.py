@@ -118,6 +118,11 @@ def status(url: str) -> tuple[bool, list[str]]:
             f"gateway: nothing answers at {base} ({type(exc).__name__}).",
             "  Start it or check the URL; " + HOW_TO_LOOK.format(svc="gateway"),
         ]
+    if live.status_code == 404:
+        return False, [
+            f"gateway: {base}/livez is not found: an ingress that keeps /livez and /healthz private answers so.",
+            "  Ask from inside: `kubectl -n metabgm port-forward svc/gateway 8000` and --url http://127.0.0.1:8000",
+        ]
     if live.status_code != 200:
         return False, [f"gateway: {_explain(live, base)}"]
     try:
