@@ -61,9 +61,10 @@ def _token(args: argparse.Namespace) -> str:
 
 def _explain(resp: httpx.Response, url: str) -> str:
     try:
-        detail = resp.json().get("detail", resp.text)
+        body = resp.json()
     except ValueError:
-        detail = resp.text.strip()[:200]
+        body = None
+    detail = body.get("detail", resp.text) if isinstance(body, dict) else resp.text.strip()[:200]
     if resp.status_code == 401:
         return f"{url} refused the token ({detail}): use a collector token of that deployment"
     if resp.status_code == 403:
@@ -79,11 +80,14 @@ def _post(url: str, path: str, token: str, body: dict) -> dict:
     base = url.rstrip("/")
     try:
         resp = httpx.post(f"{base}{path}", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=10)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise RemoteError(f"cannot reach {base}: {exc}; is the gateway running and the URL right?") from None
     if resp.status_code != 200:
         raise RemoteError(_explain(resp, base))
-    return resp.json()
+    try:
+        return resp.json()
+    except ValueError:
+        raise RemoteError(f"{base} answered something that is not JSON: is it a MetaBGM gateway?") from None
 
 
 def link(args: argparse.Namespace, server: str) -> str:
@@ -113,7 +117,7 @@ def status(url: str) -> tuple[bool, list[str]]:
     base = url.rstrip("/")
     try:
         live = httpx.get(f"{base}/livez", timeout=5)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         return False, [
             f"gateway: nothing answers at {base} ({type(exc).__name__}).",
             "  Start it or check the URL; " + HOW_TO_LOOK.format(svc="gateway"),
