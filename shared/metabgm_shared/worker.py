@@ -279,7 +279,7 @@ def serve(rt: Runtime, stage: str, fn: Stage, *, concurrency: int = 4) -> None:
             run_stage(rt.pipeline, stage, fn, payload)
 
     if rt.settings.metrics_port:
-        serve_metrics(rt.settings.metrics_port, progress, "0.0.0.0")
+        serve_metrics(rt.settings.metrics_port, progress, rt.settings.metrics_host)
     watchdog(progress, every_s=min(5.0, rt.settings.task_deadline_s / 4))
     heartbeat = Heartbeat(rt.redis, stage, rt.settings.heartbeat_s, rt.players, rt.pipeline.recover)
     rt.pipeline.tracker = heartbeat
