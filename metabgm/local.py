@@ -172,9 +172,9 @@ class Stack:
     def _write_instance(self) -> None:
         # What players and mods are told to open: the public address where one is set.
         public = self.env.get("METABGM_PUBLIC_URL") or os.environ.get("METABGM_PUBLIC_URL") or self.base_url
-        info = {"base_url": public.rstrip("/"), "redis_url": self.redis_url, "pid": os.getpid()}
+        parts = {name: proc.pid for name, proc in self.procs.items()}  # what an operator may signal
+        info = {"base_url": public.rstrip("/"), "redis_url": self.redis_url, "pid": os.getpid(), "parts": parts}
         (self.data_dir / "instance.json").write_text(json.dumps(info, indent=2))
-
         (self.data_dir / "scrape.json").write_text(json.dumps(self.scrape_targets(), indent=2))
 
     def scrape_targets(self) -> list[dict]:
@@ -184,6 +184,7 @@ class Stack:
         workers = [{"targets": [f"127.0.0.1:{port}"], "labels": {"job": "metabgm", "service": stage}}
                    for stage, port in self.metrics_ports.items()]  # fmt: skip
         return [{"targets": [here], "labels": {"job": "metabgm", "service": "gateway"}}, *workers]
+
     # -- supervision ----------------------------------------------------------------------------
     def supervise(self) -> list[str]:
         """Start again every part that died, backing off while it keeps dying. Never raises for a
@@ -214,6 +215,8 @@ class Stack:
             wait_until(lambda: _ping(int(self.redis_url.rsplit(":", 1)[1].split("/")[0])), 30, "redis", proc)
         part.restarts += 1
         self.log(f"{part.name} started again (pid {proc.pid}, restart {part.restarts})")
+        if (self.data_dir / "instance.json").exists():
+            self._write_instance()
         with contextlib.suppress(Exception):  # Redis may itself be the part still coming back
             client = redis_client.Redis.from_url(self.redis_url, socket_timeout=2, socket_connect_timeout=2)
             Players(client).count_restart(part.name)

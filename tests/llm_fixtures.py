@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
@@ -69,16 +70,20 @@ def scenes(n: int = 50) -> list[CharacterizedScene]:
 
 class Relay:
     """A real HTTP server that forwards /v1/* to `upstream` (the embedded LLM), recording each
-    request body; while `fail` > 0 it answers 503 instead and counts down (forever if < 0)."""
+    request body; while `fail` > 0 it answers 503 instead and counts down (forever if < 0); while
+    `hung` is set it answers nothing, as a stopped (SIGSTOP) server would."""
 
     def __init__(self, upstream: str) -> None:
         self.upstream, self.fail, self.bodies, self.hits = upstream.rstrip("/"), 0, [], 0
+        self.hung = threading.Event()
         relay = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 relay.hits += 1
+                while relay.hung.is_set():
+                    time.sleep(0.05)
                 if relay.fail:
                     relay.fail -= 1 if relay.fail > 0 else 0
                     return self._send(503, b'{"error": "overloaded"}')
@@ -106,6 +111,7 @@ class Relay:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.hung.clear()
         with contextlib.suppress(Exception):
             self.server.shutdown()
         self.server.server_close()

@@ -35,6 +35,7 @@ coalesced = Counter("metabgm_coalesced_total", "Pending scenes replaced by a new
 stale_dropped = Counter("metabgm_stale_dropped_total", "Jobs dropped for being too old", ["stage"])
 errors = Counter("metabgm_errors_total", "Errors by stage and kind", ["stage", "kind"])
 lost_jobs = Counter("metabgm_lost_jobs_total", "Jobs whose worker died under them, handed back", ["stage"])
+duplicates = Counter("metabgm_duplicate_jobs_total", "Copies of a job that already ran at a stage, dropped", ["stage"])
 # `metabgm up` keeps the count in Redis; the gateway reads it at scrape time.
 restarts = Gauge("metabgm_part_restarts", "Times `metabgm up` restarted a dead part", ["part"])
 stage_stalled = Gauge("metabgm_stage_stalled", "1 while a stage has work waiting and makes no progress", ["stage"])

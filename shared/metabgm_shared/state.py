@@ -107,6 +107,10 @@ class Keys:
         return f"{PREFIX}:played:{job_id}"
 
     @staticmethod
+    def done(stage: str, job_id: str) -> str:
+        return f"{PREFIX}:done:{stage}|{job_id}"
+
+    @staticmethod
     def mod_slot(server_id: str, name: str) -> str:
         return f"{PREFIX}:mod:{server_id}:{name}"
 
@@ -139,6 +143,7 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("metabgm:heartbeats", "zset", "members lapse after 3 beats, trimmed after 1 h", "stage:host:thread"),
     KeySpec("metabgm:running:leases", "zset", "lost_job_s, renewed by the heartbeat", "stage|job_id -> lease end"),
     KeySpec("metabgm:running:jobs", "hash", "removed with its lease", "stage|job_id -> Job JSON"),
+    KeySpec("metabgm:done:{stage}|{job_id}", "string", "done_ttl_s (10 min)", "1: a redelivered copy is dropped"),
     KeySpec("metabgm:running:started", "zset", "removed with its lease", "stage|job_id -> start time"),
     KeySpec("metabgm:progress", "hash", "fixed set of 4 fields", "stage -> when a job of it last started or ended"),
     KeySpec("metabgm:restarts", "hash", "fixed set of parts", "part -> restarts by `metabgm up`"),
@@ -269,6 +274,7 @@ class PlayerOps:
     ttl_s: float = 7 * DAY
     lost_job_s: float = 30.0
     clock: Callable[[], float] = time.time
+    done_ttl_s: float = 600.0  # longer than any job lives (stale_after_s)
 
     @property
     def _lease_ms(self) -> int:
@@ -409,9 +415,15 @@ class PlayerOps:
         until = self.clock() + self.lost_job_s
         return Op(tuple(("zadd", Keys.running_leases, {m: until}, Kw(xx=True)) for m in members), lambda r: None)
 
+    def already_done(self, stage: str, job: Job) -> Op[bool]:
+        """Whether the job already ran at this stage: the broker's redelivery, or a job handed
+        back as lost whose worker was only stopped and finished it after all."""
+        return Op((("exists", Keys.done(stage, job.job_id)),), lambda r: bool(r[0]))
+
     def end_job(self, stage: str, job: Job) -> Op[None]:
         member = f"{stage}|{job.job_id}"
-        calls = (("zrem", Keys.running_leases, member), ("hdel", Keys.running_jobs, member),
+        calls = (("set", Keys.done(stage, job.job_id), 1, Kw(ex=int(self.done_ttl_s))),
+                 ("zrem", Keys.running_leases, member), ("hdel", Keys.running_jobs, member),
                  ("zrem", Keys.running_started, member), ("hset", Keys.progress, stage, self.clock()))  # fmt: skip
         return Op(calls, lambda r: None)
 

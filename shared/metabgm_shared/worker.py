@@ -34,6 +34,9 @@ from .state import Heartbeat, Players
 log = logging.getLogger(__name__)
 
 Stage = Callable[[Job], Job | None]
+# A job that meets Redis away (restarting) is tried again for up to 30 s rather than dropped.
+REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError)
+REDIS_RETRIES, REDIS_RETRY_S = 60, 0.5
 
 
 def entry(job: Job) -> str:
@@ -113,6 +116,10 @@ class Pipeline:
             log.warning("%s: lost job %s is stale; %s's next window counts as new", stage, job.job_id, job.player_key)
             self.finish(job, delivered=False)
             return
+        if not chained:
+            # The detector may have taken the scene in before the worker died: judged again, the
+            # window would then change nothing. Its player's window counts as a first scene.
+            self.players.forget_scene(job.player_key)
         log.warning("%s: job %s lost with its worker; sent again", stage, job.job_id)
         send(self.app, stage, job.model_dump(mode="json"))
 
@@ -137,11 +144,29 @@ def run_stage(pipeline: Pipeline, stage: str, fn: Stage, payload: dict) -> None:
         metrics.errors.labels(stage, "bad_payload").inc()
         log.exception("%s: dropped a malformed payload", stage)
         return
+    for attempt in range(REDIS_RETRIES + 1):
+        try:
+            return _attempt(pipeline, stage, fn, job, again=attempt > 0)
+        except REDIS_AWAY:
+            # Redis restarting: the job would be acknowledged and lost if it failed now.
+            if attempt == REDIS_RETRIES:
+                raise
+            metrics.errors.labels(stage, "redis_away").inc()
+            log.warning("%s: Redis away; job %s tried again", stage, job.job_id)
+            time.sleep(REDIS_RETRY_S)
+
+
+def _attempt(pipeline: Pipeline, stage: str, fn: Stage, job: Job, again: bool) -> None:
     picked_at = time.time()
     if not BY_NAME[stage].entry and pipeline.is_stale(job):
         metrics.stale_dropped.labels(stage).inc()
         pipeline.finish(job, delivered=False)
         return
+    if pipeline.players.already_done(stage, job):
+        metrics.duplicates.labels(stage).inc()  # at least once, heard once
+        return
+    if again and BY_NAME[stage].entry:
+        pipeline.players.forget_scene(job.player_key)  # judged again, it must not be taken as known
     with pipeline.running(stage, job):
         _run(pipeline, stage, fn, job, picked_at)
 
@@ -151,6 +176,8 @@ def _run(pipeline: Pipeline, stage: str, fn: Stage, job: Job, picked_at: float) 
     started = time.perf_counter()
     try:
         out = fn(job)
+    except REDIS_AWAY:
+        raise
     except Exception as exc:
         metrics.errors.labels(stage, type(exc).__name__).inc()
         log.exception("%s failed for %s", stage, job.player_key)

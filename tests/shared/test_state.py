@@ -146,3 +146,165 @@ def test_publishing_an_event_writes_nothing_else(players):
     players.publish(NowPlayingEvent(server_id="s", player_id="alex", data=playing(70)))
     assert players.now_playing("s:alex") is None
     assert players.r.keys("metabgm:player:*") == []
+
+
+# -- one owner: lifetimes, the same ops over sync and async clients, typed events -------------
+def test_every_player_key_has_a_lifetime(redis_url):
+    from metabgm_shared.contracts import (
+        ChangeState,
+        CharacterizedScene,
+        Dimension,
+        Mode,
+        Narrated,
+        Narrative,
+        Preferences,
+    )
+
+    players = Players(redis.Redis.from_url(redis_url), ttl_s=3600)
+    scene = CharacterizedScene(mode=Mode.exploration, dimension=Dimension.overworld, features=[], text="plains")
+    narrative = Narrative(text="You walk.", template="t", model="m", source="fallback")
+    players.set_change("s:alex", ChangeState())
+    players.set_preferences("s:alex", Preferences(favour=["harp"]))
+    players.record_narrative("s:alex", Narrated(scene=scene, narrative=narrative))
+    players.push_feedback("s:alex", {"kind": "like"})
+    players.set_now_playing("s:alex", playing(80))
+    for key in ("metabgm:player:s:alex", "metabgm:narratives:s:alex", "metabgm:feedback:s:alex"):
+        assert 3500 < players.r.ttl(key) <= 3600, key
+    players.r.expire("metabgm:player:s:alex", 5)
+    players.set_change("s:alex", ChangeState())  # every window rewrites the hash: its life starts over
+    assert players.r.ttl("metabgm:player:s:alex") > 3500
+
+
+def test_the_key_table_names_every_key_a_player_leaves(redis_url):
+    """Run a player through every write the services make; each key left matches a KEYS row."""
+    import re
+
+    from metabgm_shared.state import KEYS
+
+    players = Players(redis.Redis.from_url(redis_url))
+    j = job(1)
+    players.admit(j)
+    players.admit(job(2))
+    players.start_job("narrate", j)
+    players.mark_played(j.job_id, j.player_key, 60)
+    players.set_now_playing("s:alex", playing(80))
+    players.push_feedback("s:alex", {"kind": "skip"})
+    players.push_narrative("s:alex", "You walk.")
+    players.end_job("narrate", j)
+    players.count_restart("ingest")
+    patterns = [re.compile(".+".join(map(re.escape, re.split(r"\{[a-z_]+\}", k.pattern))) + "$") for k in KEYS]
+    for key in players.r.keys("metabgm:*"):
+        assert any(p.match(key.decode()) for p in patterns), key
+
+
+def test_sync_and_async_clients_run_the_same_ops(redis_url):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from metabgm_shared.contracts import Preferences
+    from metabgm_shared.state import AsyncPlayers
+
+    sync = Players(redis.Redis.from_url(redis_url))
+    sync.set_preferences("s:alex", Preferences(favour=["flute"], volume=0.3))
+
+    async def roundtrip():
+        client = aioredis.Redis.from_url(redis_url)
+        aplayers = AsyncPlayers(client)
+        prefs = await aplayers.preferences("s:alex")
+        await aplayers.set_now_playing("s:alex", playing(99, job_id="async"))
+        admitted = await aplayers.admit(job(1))
+        await client.aclose()
+        return prefs, admitted
+
+    prefs, admitted = asyncio.run(roundtrip())
+    assert prefs.favour == ["flute"] and prefs.volume == 0.3
+    assert admitted is Admission.run and sync.admit(job(2)) is Admission.parked
+    assert sync.now_playing("s:alex").job_id == "async"
+
+
+def test_events_are_validated_where_published():
+    from pydantic import ValidationError
+
+    from metabgm_shared.contracts import Event, parse_event
+
+    with pytest.raises(ValidationError):
+        Event(type="now_playing", server_id="s", player_id="alex", data={"description": {}})
+    with pytest.raises(ValidationError):
+        parse_event('{"type": "scene", "server_id": "s", "player_id": "a", "data": {"scene": 1}}')
+    event = NowPlayingEvent(server_id="s", player_id="alex", data=playing(70))
+    assert parse_event(event.model_dump_json()) == event
+
+
+# -- lost jobs: a worker's lease, renewed by its heartbeat, handed back when it lapses ---------
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_job_lost_with_its_worker_is_handed_back_after_its_lease(redis_url):
+    from metabgm_shared.state import Heartbeat, PlayerOps
+
+    client = redis.Redis.from_url(redis_url)
+    clock = Clock()
+    dead = Players(client, lost_job_s=30)
+    dead.ops = PlayerOps(lost_job_s=30, clock=clock)
+    alive = Players(client, lost_job_s=30)
+    alive.ops = PlayerOps(lost_job_s=30, clock=clock)
+    lost, kept = job(1), job(1, player="steve")
+    dead.start_job("narrate", lost)  # its worker is then killed: nobody renews the lease
+    beating = Heartbeat(client, "narrate", players=alive, on_lost=lambda stage, j: handed.append((stage, j.job_id)))
+    alive.start_job("narrate", kept)
+    beating.hold("narrate", kept)
+    handed: list = []
+    clock.now += 20
+    beating.beat()
+    assert handed == []
+    clock.now += 15  # 35 s after the start: the dead worker's lease lapsed, the live one was renewed
+    beating.beat()
+    beating.beat()  # handed to one caller only
+    assert handed == [("narrate", lost.job_id)]
+
+
+def test_a_lost_job_runs_again_at_its_stage_or_frees_its_player(pipeline, players):
+    fresh, old = job(1), job(1, player="steve", received_at=time.time() - 3600)
+    for j in (fresh, old):
+        players.admit(j)
+    players.put(old.player_key, "change", {"accepted": None, "seen_at": 1.0})
+    pipeline.recover("describe", fresh)
+    pipeline.recover("describe", old)
+    assert players.r.llen("describe") == 1  # the fresh one, again, at the stage that lost it
+    assert players.get(old.player_key, "change") is None  # the old one: the next window is a new scene
+    assert players.inflight_count() == 1
+
+
+def test_a_stage_with_an_old_running_job_is_stalled(redis_url):
+    from metabgm_shared.state import Heartbeat, PlayerOps
+
+    client = redis.Redis.from_url(redis_url)
+    clock = Clock()
+    players = Players(client)
+    players.ops = PlayerOps(clock=clock)
+    for stage in ("narrate", "synth"):
+        Heartbeat(client, stage, every_s=60).beat()  # lapses in 3 minutes
+    clock.now = time.time()
+    players.start_job("narrate", job(1))
+    health = players.stage_health(["narrate", "synth"], 30)
+    assert health["narrate"].ok and health["synth"].ok
+    clock.now += 31
+    health = players.stage_health(["narrate", "synth"], 30)
+    assert health["narrate"].stalled and not health["narrate"].ok and health["synth"].ok
+
+
+def test_a_copy_of_a_job_that_already_ran_at_a_stage_is_dropped(pipeline, players):
+    """The broker's redelivery, or a lost job's worker that was only stopped: heard once."""
+    first = job(1)
+    players.admit(first)
+    ran: list[str] = []
+    payload = first.model_dump(mode="json")
+    run_stage(pipeline, "describe", lambda j: ran.append(j.job_id), payload)
+    run_stage(pipeline, "describe", lambda j: ran.append(j.job_id), payload)
+    assert ran == [first.job_id]

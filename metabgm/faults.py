@@ -1,0 +1,342 @@
+"""Faults against a running `metabgm up`, as an operator would cause them: kill -9 of each part,
+Redis killed under load, the LLM server stopped (SIGSTOP) or killed, the synth stopped, the
+gateway restarted. Each scenario measures the time to recover and what players noticed.
+
+Rules:
+- Only real parts: the `metabgm up` process and its children, real Redis, real workers, the
+  embedded LLM. Faults are signals sent to their pids (from `instance.json`).
+- A player is one fresh player id per measurement, sending one scene and then nothing (its
+  scene is unchanged): what it hears must come from the stack healing itself, not from a retry
+  by the player.
+- "Heard" is a `now_playing` event, read from Redis by a subscriber that reconnects by itself;
+  "heard twice" is a second `now_playing` of one job for one player.
+- Used by `tests/metabgm/test_faults.py` (short settings, CI) and `bench/reliability.py` (longer
+  outages, repeated, results for docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import redis
+
+from metabgm.local import free_port
+from metabgm_shared.settings import Secrets
+from metabgm_shared.state import ALL_CHANNELS, Keys
+
+# Short settings: a lost job comes back in ~3 s, an LLM call gives up after 3 s.
+FAST = {
+    "METABGM_LOST_JOB_S": "3",
+    "METABGM_HEARTBEAT_S": "0.5",
+    "METABGM_LLM_DEADLINE_S": "3",
+    "METABGM_LLM_TIMEOUT_S": "3",
+    "METABGM_LLM_BREAKER_RESET_S": "2",
+    "METABGM_STAGE_STALL_S": "8",
+    "METABGM_MIN_DWELL_S": "0",
+}
+SCENES = [
+    {"biome": {"Plains": 100.0}, "time_of_day": {"Day": 100.0}, "weather": {"Clear": 100.0}},
+    {"biome": {"Dark Forest": 100.0}, "time_of_day": {"Night": 100.0}, "hostile_total": 3.0,
+     "entities": [{"type": "zombie", "count": 3.0}], "events": {"attacked": 60.0}},
+]  # fmt: skip
+
+
+@dataclass
+class Heard:
+    """Every now_playing of the stack's players, from a subscriber that survives Redis restarts."""
+
+    redis_url: str
+    events: list[tuple[float, str, str]] = field(default_factory=list)  # (when, player, job_id)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> Heard:
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                pubsub = redis.Redis.from_url(self.redis_url, socket_timeout=2).pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(ALL_CHANNELS)
+                while not self._stop.is_set():
+                    msg = pubsub.get_message(timeout=0.5)
+                    if msg and b'"type":"now_playing"' in msg["data"]:
+                        event = json.loads(msg["data"])
+                        self.events.append((time.time(), event["player_id"], event["data"]["job_id"]))
+            except (redis.RedisError, OSError):
+                time.sleep(0.2)
+
+    def first(self, player: str, after: float = 0.0) -> float | None:
+        return next((t for t, p, _ in self.events if p == player and t >= after), None)
+
+    def wait(self, players: list[str], after: float, timeout: float) -> dict[str, float | None]:
+        deadline = time.time() + timeout
+        while time.time() < deadline and any(self.first(p, after) is None for p in players):
+            time.sleep(0.1)
+        return {p: (t - after if (t := self.first(p, after)) is not None else None) for p in players}
+
+    def twice(self) -> int:
+        """now_playing events of a job a player had already heard."""
+        return sum(n - 1 for n in Counter((p, j) for _, p, j in self.events).values() if n > 1)
+
+
+class Up:
+    """`metabgm up` in a subprocess, started the way an operator starts it."""
+
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.data_dir, self.port = data_dir, free_port()
+        self.env = {**os.environ, **FAST, **(env or {})}
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Up:
+        cmd = [sys.executable, "-m", "metabgm.cli", "up", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not (self.healthy() and (self.data_dir / "instance.json").exists()):
+            if self.proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"up did not start: {self.proc.stderr.read() if self.proc.poll() else 'timeout'}")
+            time.sleep(0.2)
+        self.redis_url = self.instance()["redis_url"]
+        self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=5)
+        self.token = Secrets(self.data_dir).collector_token
+        self.heard = Heard(self.redis_url).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.heard.stop()
+        for part in ("llm", "synth", "ingest", "narrate", "describe", "gateway", "redis"):
+            with contextlib.suppress(Exception):
+                os.kill(self.pid(part), signal.SIGCONT)
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+    def instance(self) -> dict:
+        return json.loads((self.data_dir / "instance.json").read_text())
+
+    def pid(self, part: str) -> int:
+        return self.instance()["parts"][part]
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def signal(self, part: str, sig: int) -> int:
+        pid = self.pid(part)
+        os.kill(pid, sig)
+        return pid
+
+    def back(self, part: str, old_pid: int, timeout: float = 60) -> float | None:
+        """Seconds until `part` runs under a new pid and the stack is healthy again."""
+        started, deadline = time.time(), time.time() + timeout
+        while time.time() < deadline:
+            with contextlib.suppress(Exception):
+                if self.pid(part) != old_pid and self.healthy():
+                    return time.time() - started
+            time.sleep(0.1)
+        return None
+
+    def play(self, scene: int = 1, player: str | None = None) -> str:
+        """A fresh player sends one window of a scene; returns the player id."""
+        player = player or f"p{uuid.uuid4().hex[:8]}"
+        window = {"server_id": "faults", "player_id": player, **SCENES[scene]}
+        r = httpx.post(f"{self.base}/v1/windows", json={"windows": [window]},
+                       headers={"Authorization": f"Bearer {self.token}"}, timeout=10)  # fmt: skip
+        r.raise_for_status()
+        return player
+
+    def running(self, stage: str) -> bool:
+        return any(m.startswith(f"{stage}|".encode()) for m in self.redis.zrange(Keys.running_started, 0, -1))
+
+    def restarts(self) -> dict[str, int]:
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(Keys.restarts).items()}
+
+
+def _wait(check, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(Exception):
+            if check():
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def kill_worker_mid_job(up: Up, stage: str, music_within_s: float = 60) -> dict:
+    """kill -9 of a stage's worker while it runs a job. The LLM stages are caught mid-job by
+    stopping the LLM first; ingest and synth by sending players until a job of theirs runs."""
+    llm_stage = stage in ("narrate", "describe")
+    if llm_stage:
+        up.signal("llm", signal.SIGSTOP)
+    players: list[str] = []
+    try:
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            players.append(up.play())
+            if _wait(lambda: up.running(stage), 8 if llm_stage else 0.3):
+                break
+        mid_job = up.running(stage)
+        killed_at = time.time()
+        old = up.signal(stage, signal.SIGKILL)
+    finally:
+        if llm_stage:
+            up.signal("llm", signal.SIGCONT)
+    back_s = up.back(stage, old)
+    heard = up.heard.wait(players, killed_at - 30, music_within_s + 30)
+    late = [p for p, t in heard.items() if t is None or up.heard.first(p) - killed_at > music_within_s]
+    return {"fault": f"kill -9 {stage} worker mid-job", "mid_job": mid_job, "stack_up": up.alive(),
+            "back_s": _round(back_s), "players": len(players), "silent": len(late),
+            "music_after_kill_s": _round(max((up.heard.first(p) or 0) - killed_at for p in players))}  # fmt: skip
+
+
+def restart_redis(up: Up, n_players: int = 20, recover_s: float = 60) -> dict:
+    """kill -9 of Redis while players send windows and one sets preferences. Every window the
+    gateway acknowledged is judged by ingest after the restart; the preference is still there."""
+    link = _link(up, "keeper")
+    prefs = {"favour": ["harp"], "avoid": ["drums"], "intensity_cap": 0.6, "volume": 0.5}
+    httpx.post(f"{link}/preferences", json=prefs, timeout=10).raise_for_status()
+    acked: list[str] = []
+
+    def load() -> None:
+        for _ in range(n_players):
+            with contextlib.suppress(httpx.HTTPError):
+                acked.append(up.play(scene=0))
+            time.sleep(0.05)
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    time.sleep(0.3)
+    killed_at, old = time.time(), up.signal("redis", signal.SIGKILL)
+    sender.join()
+    back_s = up.back("redis", old, recover_s)
+
+    def judged(player: str) -> bool:
+        return up.redis.hexists(Keys.player(f"faults:{player}"), "change")
+
+    _wait(lambda: all(judged(p) for p in acked), recover_s)
+    lost = [p for p in acked if not judged(p)]
+    kept = httpx.get(f"{link}/preferences", timeout=10).json()["preferences"]
+    return {"fault": "kill -9 redis under load", "stack_up": up.alive(), "back_s": _round(back_s),
+            "acknowledged": len(acked), "lost": len(lost), "preferences_kept": kept == prefs,
+            "recovered_after_s": _round(time.time() - killed_at)}  # fmt: skip
+
+
+def stall_llm(up: Up, seconds: float, kill: bool = False) -> dict:
+    """The LLM server stopped (SIGSTOP) or killed for `seconds`: players changing scene meanwhile
+    still get music within the stage deadlines (the rules stand in); afterwards the LLM is back."""
+    stopped_at = time.time()
+    old = up.signal("llm", signal.SIGKILL if kill else signal.SIGSTOP)
+    waits: list[float | None] = []
+    try:
+        while time.time() - stopped_at < seconds:
+            sent = time.time()
+            player = up.play()
+            waits.append(up.heard.wait([player], sent, 30)[player])
+            time.sleep(max(0.0, 2 - (time.time() - sent)))
+    finally:
+        if not kill:
+            up.signal("llm", signal.SIGCONT)
+    back_s = up.back("llm", old, 120) if kill else 0.0
+    resumed_at = time.time()
+    llm_again = _wait(lambda: _described_by_llm(up, up.play()), 60)
+    return {"fault": f"LLM server {'killed' if kill else 'stopped (SIGSTOP)'} {seconds:.0f} s", "stack_up": up.alive(),
+            "players": len(waits), "silent": sum(w is None for w in waits),
+            "music_worst_s": _round(max((w for w in waits if w is not None), default=None)),
+            "back_s": _round(back_s), "llm_again": llm_again,
+            "llm_again_after_s": _round(time.time() - resumed_at)}  # fmt: skip
+
+
+def _described_by_llm(up: Up, player: str) -> bool:
+    if up.heard.wait([player], time.time() - 1, 30)[player] is None:
+        return False
+    raw = up.redis.hget(Keys.player(f"faults:{player}"), "now_playing")
+    return raw is not None and json.loads(raw)["description"]["source"] != "prior"
+
+
+def stall_synth(up: Up, seconds: float, changes: int = 4) -> dict:
+    """The synth stopped for `seconds` while players change scene `changes` times each: they keep
+    their current music, then get the newest scene's music, not one clip per change (no flood)."""
+    players = [up.play(scene=0) for _ in range(3)]
+    up.heard.wait(players, time.time() - 5, 60)
+    before = {p: sum(1 for _, q, _ in up.heard.events if q == p) for p in players}
+    stopped_at, pid = time.time(), up.signal("synth", signal.SIGSTOP)
+    try:
+        for i in range(changes):
+            for p in players:
+                up.play(scene=(i + 1) % 2, player=p)
+            time.sleep(max(0.5, seconds / changes))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    resumed = time.time()
+    heard = up.heard.wait(players, resumed, 60)
+    time.sleep(5)  # anything stale would arrive now
+    after = {p: sum(1 for t, q, _ in up.heard.events if q == p and t >= stopped_at) for p in players}
+    return {"fault": f"synth stopped {seconds:.0f} s", "stack_up": up.alive(), "players": len(players),
+            "silent_after": sum(t is None for t in heard.values()), "heard_before": sum(before.values()),
+            "clips_after_per_player_max": max(after.values()), "changes_per_player": changes,
+            "music_after_resume_s": _round(max((t for t in heard.values() if t is not None), default=None)),
+            }  # fmt: skip
+
+
+def restart_gateway(up: Up) -> dict:
+    """kill -9 of the gateway: a listener's page reconnects and resumes its music."""
+    player = up.play()
+    up.heard.wait([player], time.time() - 5, 60)
+    url = _link(up, player).replace("http://", "ws://") + "/events"
+    killed_at, old = time.time(), up.signal("gateway", signal.SIGKILL)
+    back_s = up.back("gateway", old)
+    resumed = _resume(url, 30)
+    return {"fault": "kill -9 gateway", "stack_up": up.alive(), "back_s": _round(back_s), "resumed": resumed,
+            "resumed_after_s": _round(time.time() - killed_at)}  # fmt: skip
+
+
+def _resume(url: str, timeout: float) -> bool:
+    import asyncio
+
+    import websockets
+
+    async def once() -> bool:
+        async with websockets.connect(url, open_timeout=5) as ws:
+            hello = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            playing = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            return hello["type"] == "hello" and playing.get("resumed") is True
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:  # the page's own reconnect loop does the same
+        with contextlib.suppress(Exception):
+            return asyncio.run(once())
+        time.sleep(0.5)
+    return False
+
+
+def _link(up: Up, player: str) -> str:
+    r = httpx.post(f"{up.base}/v1/links", json={"server_id": "faults", "player_id": player},
+                   headers={"Authorization": f"Bearer {up.token}"}, timeout=10)  # fmt: skip
+    r.raise_for_status()
+    return r.json()["url"]
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 2)
