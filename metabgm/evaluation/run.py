@@ -306,17 +306,20 @@ def cmd_label(args) -> int:
 
 
 def cmd_train(args) -> int:
-    if missing("gpu", ("torch", "transformers", "peft")):
+    if missing("gpu", ("torch", "transformers", "peft")) or missing("gpu", ("gguf",)):
         return 2
+    from metabgm.finetune.train import cmd, load, settings
+
+    if not args.pairs:
+        return cmd(args)
     from . import dataset, train
 
-    s = train.LoraSettings(r=args.r, alpha=args.alpha, dropout=args.dropout, lr=args.lr, epochs=args.epochs,
-                           batch_size=args.batch_size, grad_accum=args.grad_accum, max_len=args.max_len)  # fmt: skip
+    s = settings(args)
     triples = [t for path in args.pairs for t in dataset.load(path)]
     prompts = Prompts.offline()
     for stage in args.stages:
         examples = train.examples(triples, stage, prompts)
-        model, tok = train.load_base(args.base)
+        model, tok = load(args.base, args.threads)
         with _progress() as progress:
             bar = progress.add_task(f"{stage} ({len(examples)} pairs)", total=None)
 
@@ -327,7 +330,7 @@ def cmd_train(args) -> int:
         print(f"{stage}: {report['steps']} steps, loss {report['losses'][0]:.3f} -> {report['losses'][-1]:.3f}, "
               f"adapter in {args.out / stage}")  # fmt: skip
     names = " ".join(f"{st}={args.out / st}" for st in args.stages)
-    print(f"serve: vllm serve {args.base} --enable-lora --max-lora-rank {max(16, args.r)} --lora-modules {names}")
+    print(f"serve: vllm serve {args.base} --enable-lora --max-lora-rank {max(16, s.r)} --lora-modules {names}")
     return 0
 
 
@@ -366,15 +369,20 @@ def add_commands(command) -> None:
     lab.add_argument("--temperature", type=float, default=0.3, help="the teacher's sampling temperature")
 
     tr = command("train", cmd_train, "LoRA-fine-tune a chat model per stage (needs the gpu extra)")
-    tr.add_argument("pairs", type=Path, nargs="+", help="triples JSONL files")
-    tr.add_argument("--base", required=True, help="HF model id or path, e.g. meta-llama/Meta-Llama-3-8B-Instruct")
+    tr.add_argument("pairs", type=Path, nargs="*", help="triples JSONL files (default: the corpus, data/finetune)")
+    tr.add_argument("--base", default="packaged", help="'packaged' (the embedded SmolLM2 GGUF) or an HF model id")
     tr.add_argument("--out", type=Path, required=True, help="folder for the adapters (one per stage)")
     stages = ["narrator", "describer"]
     tr.add_argument("--stages", nargs="+", choices=stages, default=stages, help="the stages to train")
     defaults = train_defaults()
     for name in ("r", "alpha", "dropout", "lr", "epochs", "batch_size", "grad_accum", "max_len"):
         flag = f"--{name.replace('_', '-')}"
-        tr.add_argument(flag, type=type(defaults[name]), default=defaults[name], help=f"LoRA {TRAIN_HELP[name]}")
+        tr.add_argument(flag, type=type(defaults[name]), default=None, help=f"LoRA {TRAIN_HELP[name]}")
+    tr.add_argument("--corpus", type=Path, default=None, help="corpus folder (default: data/finetune)")
+    tr.add_argument("--layers", default=None, help="LoRA on layers FROM-TO only, e.g. 12-29 (default: all)")
+    tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    tr.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps per stage")
+    tr.add_argument("--measure", type=int, default=0, help="time N steps per stage and project the full run")
 
 
 TRAIN_HELP = {

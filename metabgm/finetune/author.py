@@ -399,7 +399,8 @@ def _tempo(p: Prior, previous: MusicDescription | None, urgent: bool, rng: rando
 
 def description(scene: CharacterizedScene, p: Prior, prefs: Preferences | None, previous: MusicDescription | None,
                 urgent: bool, rng: random.Random) -> dict:  # fmt: skip
-    """The describer's answer: caption plus attributes (the compact template's JSON)."""
+    """The describer's answer: caption plus attributes, as the compact template's schema asks them
+    (intensity 0-100)."""
     b = p.bounds
     mode = p.mode.value if rng.random() < 0.7 else rng.choice([m.value for m in b.modes])
     intensity = round(
@@ -429,7 +430,7 @@ def description(scene: CharacterizedScene, p: Prior, prefs: Preferences | None, 
     values["A_moods"] = "A" + _a(values["moods"])[1:]
     templates = CAPTIONS if len(names) > 1 else [c for c in CAPTIONS if "{rest}" not in c]
     cap = rng.choice(templates).format(**values)
-    return {"caption": cap, "mood": " ".join(moods), **attrs}
+    return {"caption": cap, "mood": " ".join(moods), **attrs, "intensity": round(intensity * 100)}
 
 
 def caption_words() -> set[str]:

@@ -135,6 +135,12 @@ def narrate_case(case: Case, stages: Stages, prev_mode: Mode | None, rng: random
     raise ValueError(f"no narrative passes the guard for {case.id}: {case.scene.text}")
 
 
+def music(answer: dict) -> MusicDescription:
+    """The music an answer makes (what the player hears next)."""
+    fields = {k: v for k, v in answer.items() if k != "mood"}
+    return MusicDescription(**fields | {"intensity": answer["intensity"] / 100})
+
+
 def describer_example(case: Case, stages: Stages, narrative: str, answer: dict) -> Example:
     target = json.dumps(answer, separators=(",", ":"))  # compact: fewer tokens to learn and to decode
     messages = stages.describer(case, narrative)
@@ -172,7 +178,7 @@ def build(generated_players: int = 210, seed: int = SEED) -> tuple[list[Case], l
             narr.append(Example(id=case.id, split=case.split, template=NARRATOR_TEMPLATE, messages=n_msgs, target=text))
             desc.append(describer_example(case, stages, text, answer))
             recent.append(text)
-            previous = MusicDescription(**{k: v for k, v in answer.items() if k != "mood"})
+            previous = music(answer)
             prev_scene = scene
     return cases, narr, desc
 
@@ -186,15 +192,18 @@ def player_words(case: Case) -> set[str]:
 
 def check_description(case: Case, answer: dict) -> str | None:
     """Why a describer target is wrong, or None."""
+    import jsonschema
+
     from metabgm_describer.describe import schema
     from metabgm_shared.prior import prior, within
 
     p = prior(case.scene)
-    props = schema(p)["properties"]
-    if set(answer) != {"caption", *props}:
-        return f"keys {sorted(answer)}"
+    try:
+        jsonschema.validate(answer, schema(p, with_caption=True))  # what constrained decoding allows
+    except jsonschema.ValidationError as exc:
+        return f"not the schema: {exc.message}"
     if not within(p, tempo_bpm=answer["tempo_bpm"], key=answer["key"], mode=answer["mode"],
-                  instruments=answer["instruments"], intensity=answer["intensity"]):  # fmt: skip
+                  instruments=answer["instruments"], intensity=answer["intensity"] / 100):  # fmt: skip
         return "outside the prior's bounds"
     if not 1 <= len(answer["instruments"]) <= 4 or len(set(answer["instruments"])) != len(answer["instruments"]):
         return "instruments"
@@ -204,7 +213,7 @@ def check_description(case: Case, answer: dict) -> str | None:
     missing = [m for m in must if m not in cap]
     if missing:
         return f"caption lacks {missing}"
-    lv = author.level(answer["intensity"])
+    lv = author.level(answer["intensity"] / 100)
     if not any(w in cap for w in author.TEXTURE[lv] + author.LEVEL[lv]):
         return "caption texture does not fit the intensity"
     if not all(w in cap.lower() for w in answer["mood"].split()):

