@@ -110,7 +110,9 @@ def test_the_player_plays_loops_and_switches_on_a_bar_line(make_stack):
             assert page.text_content("#key") == "A minor"
             assert "harp, strings" in page.text_content("#instruments")
 
-            players.publish(event("alice", "job-second", second, "deep pads with a pulse", "crossfade"))
+            second_event = event("alice", "job-second", second, "deep pads with a pulse", "crossfade")
+            players.set_now_playing("default:alice", second_event.data)  # as the synth stage does
+            players.publish(second_event)
             page.wait_for_function("window.metabgm.currentJob === 'job-second'", timeout=BAR_S * 1000 * 3)
             switches = page.evaluate("window.metabgm.switches")
             assert [s["to"] for s in switches] == ["job-first", "job-second"]
