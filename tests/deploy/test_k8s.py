@@ -374,7 +374,8 @@ def test_storage_class_of_the_shared_volumes_is_a_setting(tmp_path: Path) -> Non
     patch = (ROOT / "docs/operations.md").read_text().split("<!-- storage-class-patch -->")[1].split("```")[1]
     objs = render_on_top(tmp_path, "gpu", patch.removeprefix("yaml\n"))
     claims = by_kind(objs, "PersistentVolumeClaim")
-    assert set(claims) == {"metabgm-clips", "metabgm-models"}
+    assert set(claims) == {"metabgm-clips", "metabgm-models", "redis-data"}
+    assert claims.pop("redis-data")["spec"]["accessModes"] == ["ReadWriteOnce"]  # Redis's own, any class
     for name, claim in claims.items():
         assert claim["spec"]["storageClassName"] == "my-rwx", name
         assert claim["spec"]["accessModes"] == ["ReadWriteMany"], name
