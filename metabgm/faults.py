@@ -243,6 +243,22 @@ def restart_redis(up: Up, n_players: int = 20, recover_s: float = 60) -> dict:
             "recovered_after_s": _round(time.time() - killed_at)}  # fmt: skip
 
 
+def stall_redis(up: Up, seconds: float) -> dict:
+    """Redis stopped (SIGSTOP) for `seconds`: every probe and request times out meanwhile; `up`
+    must not take that for a reason to stop, and players changing scene after it hear music."""
+    stopped_at = time.time()
+    pid = up.signal("redis", signal.SIGSTOP)
+    time.sleep(seconds)
+    os.kill(pid, signal.SIGCONT)
+    healthy = _wait(up.healthy, 60)
+    resumed = time.time()
+    player = up.play()
+    heard = up.heard.wait([player], resumed, 60)[player]
+    return {"fault": f"Redis stopped (SIGSTOP) {seconds:.0f} s", "stack_up": up.alive(), "healthy_again": healthy,
+            "healthy_after_s": _round(resumed - stopped_at - seconds), "music_after_s": _round(heard),
+            "silent": int(heard is None)}  # fmt: skip
+
+
 def stall_llm(up: Up, seconds: float, kill: bool = False) -> dict:
     """The LLM server stopped (SIGSTOP) or killed for `seconds`: players changing scene meanwhile
     still get music within the stage deadlines (the rules stand in); afterwards the LLM is back."""
@@ -291,7 +307,7 @@ def stall_synth(up: Up, seconds: float, changes: int = 4) -> dict:
         os.kill(pid, signal.SIGCONT)
     resumed = time.time()
     heard = up.heard.wait(players, resumed, 60)
-    time.sleep(5)  # anything stale would arrive now
+    time.sleep(3)  # anything stale would arrive now
     after = {p: sum(1 for t, q, _ in up.heard.events if q == p and t >= stopped_at) for p in players}
     return {"fault": f"synth stopped {seconds:.0f} s", "stack_up": up.alive(), "players": len(players),
             "silent_after": sum(t is None for t in heard.values()), "heard_before": sum(before.values()),
