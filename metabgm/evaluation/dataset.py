@@ -38,9 +38,10 @@ from metabgm_shared.contracts import (
     parse_event,
 )
 from metabgm_shared.modproto import ModWindowError, from_mod
+from metabgm_shared.state import ALL_CHANNELS
 
 REFERENCE = Path(__file__).with_name("reference.jsonl")
-EVENTS = "metabgm:events:*"
+EVENTS = ALL_CHANNELS
 
 
 class Provenance(BaseModel):

@@ -19,17 +19,17 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from .state import PREFIX
+from .state import Keys
 
 KNOWN_FOR_S = 3600.0
 
 
 def bucket_key(collector: str, now: float) -> str:
-    return f"{PREFIX}:quota:{collector}:{int(now // 60)}"
+    return Keys.quota(collector, int(now // 60))
 
 
 def players_key(collector: str) -> str:
-    return f"{PREFIX}:collector:{collector}:players"
+    return Keys.collector_players(collector)
 
 
 @dataclass(frozen=True)

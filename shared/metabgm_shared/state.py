@@ -73,6 +73,20 @@ class Keys:
     running_started = f"{PREFIX}:running:started"  # zset: "<stage>|<job_id>" -> when it started (s)
     progress = f"{PREFIX}:progress"  # hash: stage -> last time a job of it started or ended (s)
     restarts = f"{PREFIX}:restarts"  # hash: part -> restarts by `metabgm up`
+    window_ends = f"{PREFIX}:window_ends"  # zset: player key -> end of its last window (replays)
+    mod_index = f"{PREFIX}:mod_index"  # zset: mod slot -> Index of its last window (replays)
+
+    @staticmethod
+    def served(pk: str) -> str:
+        return f"{PREFIX}:served:{pk}"
+
+    @staticmethod
+    def quota(collector: str, minute: int) -> str:
+        return f"{PREFIX}:quota:{collector}:{minute}"
+
+    @staticmethod
+    def collector_players(collector: str) -> str:
+        return f"{PREFIX}:collector:{collector}:players"
 
     @staticmethod
     def player(pk: str) -> str:
@@ -147,6 +161,13 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("metabgm:running:started", "zset", "removed with its lease", "stage|job_id -> start time"),
     KeySpec("metabgm:progress", "hash", "fixed set of 4 fields", "stage -> when a job of it last started or ended"),
     KeySpec("metabgm:restarts", "hash", "fixed set of parts", "part -> restarts by `metabgm up`"),
+    KeySpec("metabgm:served:{pk}", "zset", "24 h after the last write, 256 members",
+            "job:/clip: keys sent to the player"),
+    KeySpec("metabgm:window_ends", "zset", "members older than 1 h pruned", "player key -> end of its last window"),
+    KeySpec("metabgm:mod_index", "zset", "member removed when its game starts again", "mod slot -> last Index"),
+    KeySpec("metabgm:quota:{collector}:{minute}", "hash", "120 s", "windows, new: counts of one minute"),
+    KeySpec("metabgm:collector:{collector}:players", "zset", "members older than 1 h pruned",
+            "player key -> last time the collector posted for it"),
     KeySpec("metabgm:ladder:stats", "hash", "fixed set of 2 fields per stage", "work:/wait:<stage> -> EWMA s"),
     KeySpec("metabgm:ladder:nearest", "hash", "one field per mode and dimension", "the last clip made for it"),
     KeySpec("metabgm:pregen:{pk}:{scene}", "string", "pregen_ttl_s", "why the scene was pre-generated"),

@@ -308,3 +308,16 @@ def test_a_copy_of_a_job_that_already_ran_at_a_stage_is_dropped(pipeline, player
     run_stage(pipeline, "describe", lambda j: ran.append(j.job_id), payload)
     run_stage(pipeline, "describe", lambda j: ran.append(j.job_id), payload)
     assert ran == [first.job_id]
+
+
+def test_no_module_but_state_spells_a_key():
+    """Services say what they read and write; none builds a key (benches and tests may)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [*root.glob("services/*/metabgm_*/**/*.py"), *root.glob("shared/metabgm_shared/*.py"),
+               *root.glob("metabgm/**/*.py")]  # fmt: skip
+    marks = ('"metabgm:', "PREFIX")
+    spelled = [str(p.relative_to(root)) for p in sources
+               if p.name != "state.py" and any(m in p.read_text() for m in marks)]  # fmt: skip
+    assert spelled == []

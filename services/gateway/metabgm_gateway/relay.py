@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 
-from metabgm_shared.state import PREFIX
+from metabgm_shared.state import IDLE_CHANNEL
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class Relay:
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        await self.pubsub.subscribe(f"{PREFIX}:events:_")  # keeps the connection listening
+        await self.pubsub.subscribe(IDLE_CHANNEL)  # keeps the connection listening
         self._task = asyncio.create_task(self._pump())
 
     async def stop(self) -> None:

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from metabgm_shared.state import PREFIX
+from metabgm_shared.state import Keys
 
-WINDOW_ENDS = f"{PREFIX}:window_ends"
-MOD_INDEX = f"{PREFIX}:mod_index"
+WINDOW_ENDS = Keys.window_ends
+MOD_INDEX = Keys.mod_index
 
 
 async def fresh_ends(client: aioredis.Redis, marks: list[tuple[str, float]]) -> list[bool]:

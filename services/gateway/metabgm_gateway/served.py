@@ -16,7 +16,7 @@ import time
 
 import redis.asyncio as aioredis
 
-from metabgm_shared.state import PREFIX
+from metabgm_shared.state import Keys
 
 KEEP_S = 24 * 3600
 MAX_MEMBERS = 256
@@ -25,7 +25,7 @@ HEX_KEY = re.compile(r"^[0-9a-f]{8,64}$")
 
 
 def key(pk: str) -> str:
-    return f"{PREFIX}:served:{pk}"
+    return Keys.served(pk)
 
 
 def members(rendered: dict) -> list[str]:

@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from metabgm_shared import metrics
 from metabgm_shared.contracts import IDENT_RE, SceneWindow
 from metabgm_shared.modproto import ModWindowError, from_mod
-from metabgm_shared.state import MOD_PLAYERS, PREFIX, channel, player_key
+from metabgm_shared.state import MOD_PLAYERS, Keys, channel, player_key
 
 from .. import replay
 from ..body import BadInput, read_json
@@ -78,7 +78,7 @@ async def _player(request: Request, svc: Services, key: str | None) -> tuple[dic
 
 
 def _slot(svc: Services, name: str) -> str:
-    return f"{PREFIX}:mod:{svc.settings.mod_server_id}:{name}"
+    return Keys.mod_slot(svc.settings.mod_server_id, name)
 
 
 async def _touch(svc: Services, name: str) -> None:
