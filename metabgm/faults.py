@@ -109,7 +109,8 @@ class Up:
         deadline = time.time() + 120
         while not (self.healthy() and (self.data_dir / "instance.json").exists()):
             if self.proc.poll() is not None or time.time() > deadline:
-                raise RuntimeError(f"up did not start: {self.proc.stderr.read() if self.proc.poll() else 'timeout'}")
+                self.proc.send_signal(signal.SIGINT)  # it stops the parts it started
+                raise RuntimeError(f"up did not start in {self.data_dir}: see logs/ there")
             time.sleep(0.2)
         self.redis_url = self.instance()["redis_url"]
         self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=5)
@@ -118,7 +119,8 @@ class Up:
         return self
 
     def __exit__(self, *exc) -> None:
-        self.heard.stop()
+        if hasattr(self, "heard"):
+            self.heard.stop()
         for part in ("llm", "synth", "ingest", "narrate", "describe", "gateway", "redis"):
             with contextlib.suppress(Exception):
                 os.kill(self.pid(part), signal.SIGCONT)
