@@ -36,7 +36,7 @@ class EdgeGuards:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] in ("http", "websocket") and not self._host_ok(scope):
-            await self._refuse(scope, send, "host not allowed (METABGM_TRUSTED_HOSTS)")
+            await self._refuse(scope, send, "host not allowed: set METABGM_PUBLIC_URL or METABGM_TRUSTED_HOSTS")
             return
         if scope["type"] == "websocket" and not self._origin_ok(scope):
             await send({"type": "websocket.close", "code": 4403, "reason": "origin not allowed"})
