@@ -100,12 +100,19 @@ def markdown(rows: list[dict]) -> list[str]:
     lines = ["| players | changes | reached music | p50 s | p95 s | p99 s | rungs | LLM-refined | max queue |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     for r in rows:
-        t = r["time_to_music_s"]
-        rungs = ", ".join(f"{k} {v:.0%}" for k, v in r["rung_share"].items())
         q = ", ".join(f"{k} {v}" for k, v in r["max_queue_depth"].items() if v)
-        lines.append(f"| {r['players']} | {r['scene_changes']} | {r['reached_music_share']:.0%} | {t['p50']} | "
-                     f"{t['p95']} | {t['p99']} | {rungs} | {r['llm_refined_share']:.0%} | {q} |")  # fmt: skip
+        lines.append(row(str(r["players"]), r, q))
+        lines.append(row(f"{r['players']}, after joining", r["after_joining"], ""))
     return lines
+
+
+def row(label: str, m: dict, queues: str) -> str:
+    if not m["scene_changes"]:
+        return f"| {label} | 0 | | | | | | | {queues} |"
+    t = m["time_to_music_s"]
+    rungs = ", ".join(f"{k} {v:.0%}" for k, v in m["rung_share"].items())
+    return (f"| {label} | {m['scene_changes']} | {m['reached_music_share']:.0%} | {t['p50']} | {t['p95']} | "
+            f"{t['p99']} | {rungs} | {m['llm_refined_share']:.0%} | {queues} |")  # fmt: skip
 
 
 def main() -> None:

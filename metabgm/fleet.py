@@ -156,7 +156,7 @@ class Recorder:
 
     sent: dict[str, float] = field(default_factory=dict)  # job id -> when its window was accepted
     jobs: dict[tuple[str, int], str] = field(default_factory=dict)  # (player key, index) -> job id
-    changed: set[tuple[str, int]] = field(default_factory=set)  # (player key, index) of changing windows
+    changed: dict[tuple[str, int], str] = field(default_factory=dict)  # (player key, index) -> why it changed
     first: dict[str, tuple[float, str]] = field(default_factory=dict)  # scene -> (seconds to music, rung)
     refined: set[str] = field(default_factory=set)
     windows: int = 0
@@ -171,23 +171,26 @@ class Recorder:
     def event(self, event: dict, at: float) -> None:
         pk, data = f"{event['server_id']}:{event['player_id']}", event["data"]
         if event["type"] == "scene" and data["decision"]["changed"]:
-            self.changed.add((pk, data["index"]))
+            self.changed[(pk, data["index"])] = data["decision"]["reason"]
         elif event["type"] == "now_playing" and (scene := data.get("scene_id")):
             if data.get("refined") or data.get("rung") in ("full", "describer"):
                 self.refined.add(scene)
             if scene not in self.first:
                 self.first[scene] = (at - data["received_at"], data.get("rung", "full"))
 
-    def changes(self) -> list[str]:
-        return [self.jobs[k] for k in self.changed if k in self.jobs]
+    def changes(self, joins: bool = True) -> list[str]:
+        """Job ids of the changing windows; `joins=False` leaves out each player's first scene."""
+        return [self.jobs[k] for k, why in self.changed.items() if k in self.jobs and (joins or why != "first scene")]
 
     def summary(self) -> dict:
-        changes = self.changes()
+        return {"windows": self.windows, **self.measure(self.changes()),
+                "after_joining": self.measure(self.changes(joins=False))}  # fmt: skip
+
+    def measure(self, changes: list[str]) -> dict:
         served = [self.first[c] for c in changes if c in self.first]
         rungs = Counter(r for _, r in served)
         n = len(changes)
         return {
-            "windows": self.windows,
             "scene_changes": n,
             "reached_music": len(served),
             "reached_music_share": round(len(served) / n, 3) if n else None,

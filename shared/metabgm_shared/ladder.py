@@ -11,11 +11,12 @@ Rules:
   admits the change; else prior (no LLM) when its render is predicted in time, the scene was
   pre-generated, or there is nothing nearer (and the synth queue is below `synth_max_queue`);
   else the nearest clip already made for the same mode and dimension; else the current clip goes
-  on (and the player's next window counts as a new scene). A player whose previous scene is still in
-  the LLM, a skip and a pre-generated scene go straight to the prior rung.
-- Refinement: a change served by prior or cached goes on to the full path when the LLM admits it,
-  marked `refine`, same `scene_id`: the describer keeps the key and tempo the player hears, and
-  the synth drops it once the player has a newer scene. No scene changes key or tempo twice.
+  on (and the player's next window counts as a new scene). A player whose previous scene is still
+  in the LLM, a skip and a pre-generated scene go straight to the prior rung.
+- Refinement: a change served by prior or cached goes on to the LLM when it admits it (the full
+  path, or the describer alone once half the LLM's room is taken), marked `refine`, same
+  `scene_id`: the describer keeps the key and tempo the player hears, and the synth drops it once
+  the player has a newer scene. No scene changes key or tempo twice.
 - Admission of LLM work sheds the most expensive rungs first: at most `llm_max_inflight` scenes in
   the LLM stages; ordinary changes only up to `llm_ordinary_share` of that, so urgent ones find
   room; once half of it is taken, one server takes at most a fair share (the limit over the servers
@@ -208,8 +209,10 @@ class Ladder:
         """The LLM's pass over a scene a fast rung served, when the LLM admits it."""
         if (job.decision is not None and job.decision.skip) or self.llm_refusal(job, load) is not None:
             return False
+        # Past half of the LLM's room, the narrator is shed first: the describer alone refines.
+        rung = Rung.full if len(load.llm) < self.s.llm_max_inflight / 2 else Rung.describer
         refined = job.model_copy(
-            update={"job_id": uuid.uuid4().hex, "rung": Rung.full, "route": list(ROUTES[Rung.full]),
+            update={"job_id": uuid.uuid4().hex, "rung": rung, "route": list(ROUTES[rung]),
                     "refine": True, "anticipated": None}
         )  # fmt: skip
         self.admit(refined)
