@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from metabgm_shared.contracts import SceneWindow
 
 from .routes.listen import FeedbackIn, LinkRequest, PlayingIn, PreferencesIn
+from .routes.operator import ModUrlRequest
 
 
 class WindowBatch(BaseModel):
@@ -37,6 +38,7 @@ class ModPlayer(BaseModel):
 BODIES: dict[str, type] = {
     "/v1/windows": WindowBatch,
     "/v1/links": LinkRequest,
+    "/v1/mod-urls": ModUrlRequest,
     "/mod/{key}/api/input/add-player": ModPlayer,
     "/mod/{key}/api/input/add-player-data": ModPlayer,
     "/mod/{key}/api/input/remove-player": ModPlayer,
