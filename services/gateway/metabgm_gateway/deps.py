@@ -68,20 +68,26 @@ class Services:
 
     async def accept(self, window: SceneWindow, source: str, raw: dict | None = None) -> Job:
         """Hand one valid window to the pipeline and to anyone listening for raw windows."""
+        return (await self.accept_many([(window, raw)], source))[0]
+
+    async def accept_many(self, windows: list[tuple[SceneWindow, dict | None]], source: str) -> list[Job]:
+        """`accept` for a batch: one thread hop to the broker and one Redis round trip for them all."""
         started = time.perf_counter()
-        job = Job(window=window)
-        # Both messages are serialized before either is sent: one that cannot be leaves no trace.
-        event = Event(
-            type="window",
-            server_id=window.server_id,
-            player_id=window.player_id,
-            data={"window": raw if raw is not None else window.model_dump(mode="json"), "job_id": job.job_id},
-        ).model_dump_json()
-        await anyio.to_thread.run_sync(send, self.celery, "ingest", job.model_dump(mode="json"))
-        await self.redis.publish(channel(player_key(window.server_id, window.player_id)), event)
-        metrics.windows.labels(source).inc()
-        metrics.stage_latency.labels("gateway").observe(time.perf_counter() - started)
-        return job
+        jobs = [Job(window=w) for w, _ in windows]
+        # Every message is serialized before any is sent: one that cannot be leaves no trace.
+        payloads = [job.model_dump(mode="json") for job in jobs]
+        events = [(channel(player_key(w.server_id, w.player_id)), _window_event(w, raw, job.job_id))
+                  for (w, raw), job in zip(windows, jobs, strict=True)]  # fmt: skip
+        await anyio.to_thread.run_sync(_send_all, self.celery, payloads)
+        pipe = self.redis.pipeline(transaction=False)
+        for chan, event in events:
+            pipe.publish(chan, event)
+        await pipe.execute()
+        metrics.windows.labels(source).inc(len(jobs))
+        elapsed = time.perf_counter() - started
+        for _ in jobs:
+            metrics.stage_latency.labels("gateway").observe(elapsed)
+        return jobs
 
     @property
     def players(self) -> AsyncPlayers:
@@ -90,6 +96,16 @@ class Services:
 
     def seen(self, collector: str) -> None:
         self.collectors_seen[collector] = time.time()
+
+
+def _window_event(window: SceneWindow, raw: dict | None, job_id: str) -> str:
+    data = {"window": raw if raw is not None else window.model_dump(mode="json"), "job_id": job_id}
+    return Event(type="window", server_id=window.server_id, player_id=window.player_id, data=data).model_dump_json()
+
+
+def _send_all(celery: Celery, payloads: list[dict]) -> None:
+    for payload in payloads:
+        send(celery, "ingest", payload)
 
 
 def get_services(request: Request) -> Services:
