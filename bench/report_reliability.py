@@ -48,7 +48,7 @@ def faults_table(result: dict) -> list[str]:
                  if (x := r.get(k)) is not None]  # fmt: skip
         backs = [r["back_s"] for r in tries if r.get("back_s") is not None]
         other = sorted({f"{k}={r[k]}" for r in tries for k in ("mid_job", "preferences_kept", "llm_again", "resumed",
-                        "clips_after_per_player_max", "stack_up") if k in r})  # fmt: skip
+                        "clips_after_per_player_max", "clips_while_stopped", "stack_up") if k in r})  # fmt: skip
         rows.append(
             f"| {fault} | {len(tries)} | {max(backs) if backs else '-'} | {max(worst) if worst else '-'} | "
             f"{sum(r.get('players', r.get('acknowledged', 1)) for r in tries)} | "

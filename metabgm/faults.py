@@ -295,7 +295,8 @@ def _described_by_llm(up: Up, player: str) -> bool:
 
 def stall_synth(up: Up, seconds: float, changes: int = 4) -> dict:
     """The synth stopped for `seconds` while players change scene `changes` times each: they keep
-    their current music, then get the newest scene's music, not one clip per change (no flood)."""
+    their current music, then (their collectors sending on) get the newest scene's music, not one
+    clip per change (no flood of stale work)."""
     players = [up.play(scene=0) for _ in range(3)]
     up.heard.wait(players, time.time() - 5, 60)
     before = {p: sum(1 for _, q, _ in up.heard.events if q == p) for p in players}
@@ -308,11 +309,18 @@ def stall_synth(up: Up, seconds: float, changes: int = 4) -> dict:
     finally:
         os.kill(pid, signal.SIGCONT)
     resumed = time.time()
-    heard = up.heard.wait(players, resumed, 60)
+    during = sum(1 for t, q, _ in up.heard.events if q in players and stopped_at <= t < resumed)
+    while time.time() - resumed < 60 and any(up.heard.first(p, resumed) is None for p in players):
+        for p in players:  # collectors go on sending the scene every player is in
+            if up.heard.first(p, resumed) is None:
+                up.play(scene=changes % 2, player=p)
+        time.sleep(2)
+    heard = {p: (t - resumed if (t := up.heard.first(p, resumed)) is not None else None) for p in players}
     time.sleep(3)  # anything stale would arrive now
     after = {p: sum(1 for t, q, _ in up.heard.events if q == p and t >= stopped_at) for p in players}
     return {"fault": f"synth stopped {seconds:.0f} s", "stack_up": up.alive(), "players": len(players),
             "silent_after": sum(t is None for t in heard.values()), "heard_before": sum(before.values()),
+            "clips_while_stopped": during,
             "clips_after_per_player_max": max(after.values()), "changes_per_player": changes,
             "music_after_resume_s": _round(max((t for t in heard.values() if t is not None), default=None)),
             }  # fmt: skip

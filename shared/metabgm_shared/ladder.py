@@ -40,7 +40,7 @@ import redis
 from celery import Celery
 
 from . import metrics
-from .contracts import CharacterizedScene, Clip, Decision, Job, MusicDescription, NowPlaying, NowPlayingEvent
+from .contracts import CharacterizedScene, Clip, Decision, Job, MusicDescription, NowPlaying
 from .queues import send
 from .settings import Common
 from .stages import BY_NAME, LLM_RUNGS, ROUTES, Rung
@@ -227,9 +227,7 @@ class Ladder:
         now = NowPlaying(clip=clip, narrative=None, description=MusicDescription.model_validate(entry["description"]),
                          job_id=job.job_id, received_at=job.received_at, transition="crossfade",
                          rung=Rung.cached, scene_id=job.scene_id)  # fmt: skip
-        self.players.set_now_playing(job.player_key, now)
-        w = job.window
-        self.players.publish(NowPlayingEvent(server_id=w.server_id, player_id=w.player_id, data=now))
+        self.players.deliver(job.window.server_id, job.window.player_id, now)
         observe_served(job, Rung.cached, self.clock())
 
     def pregenerate(self, job: Job, reason: str, scene: CharacterizedScene, urgent: bool) -> bool:

@@ -45,6 +45,7 @@ from .contracts import (
     MusicDescription,
     Narrated,
     NowPlaying,
+    NowPlayingEvent,
     PlayerEvent,
     Preferences,
     parse_event,
@@ -121,6 +122,10 @@ class Keys:
         return f"{PREFIX}:played:{job_id}"
 
     @staticmethod
+    def delivered(job_id: str) -> str:
+        return f"{PREFIX}:delivered:{job_id}"
+
+    @staticmethod
     def done(stage: str, job_id: str) -> str:
         return f"{PREFIX}:done:{stage}|{job_id}"
 
@@ -157,6 +162,7 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("metabgm:heartbeats", "zset", "members lapse after 3 beats, trimmed after 1 h", "stage:host:thread"),
     KeySpec("metabgm:running:leases", "zset", "lost_job_s, renewed by the heartbeat", "stage|job_id -> lease end"),
     KeySpec("metabgm:running:jobs", "hash", "removed with its lease", "stage|job_id -> Job JSON"),
+    KeySpec("metabgm:delivered:{job_id}", "string", "done_ttl_s (10 min)", "1: the job's music was delivered"),
     KeySpec("metabgm:done:{stage}|{job_id}", "string", "done_ttl_s (10 min)", "1: a redelivered copy is dropped"),
     KeySpec("metabgm:running:started", "zset", "removed with its lease", "stage|job_id -> start time"),
     KeySpec("metabgm:progress", "hash", "fixed set of 4 fields", "stage -> when a job of it last started or ended"),
@@ -239,6 +245,15 @@ end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[3], ARGV[4])
 return false
+"""
+
+# A job's music is delivered once: stored as the player's now_playing and published, or nothing.
+_DELIVER = """
+if not redis.call('SET', KEYS[1], 1, 'NX', 'EX', ARGV[4]) then return 0 end
+redis.call('HSET', KEYS[2], 'now_playing', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+redis.call('PUBLISH', KEYS[3], ARGV[3])
+return 1
 """
 
 # Lapsed running leases: removed and returned with their jobs, atomically, so one reaper gets each.
@@ -379,6 +394,15 @@ class PlayerOps:
 
     def set_now_playing(self, pk: str, playing: NowPlaying) -> Op[None]:
         return self._put_model(pk, "now_playing", playing)
+
+    def deliver(self, server_id: str, player_id: str, playing: NowPlaying) -> Op[bool]:
+        """The job's music reaches the player: stored as `now_playing` and published, once per job
+        (a copy of the job run again after its worker was stopped, not killed, delivers nothing)."""
+        pk = player_key(server_id, player_id)
+        event = NowPlayingEvent(server_id=server_id, player_id=player_id, data=playing)
+        keys = (Keys.delivered(playing.job_id), Keys.player(pk), Keys.channel(pk))
+        args = (playing.model_dump_json(), int(self.ttl_s), event.model_dump_json(), int(self.done_ttl_s))
+        return Op((("eval", _DELIVER, 3, *keys, *args),), lambda r: bool(r[0]))
 
     def last_description(self, pk: str) -> Op[MusicDescription | None]:
         """The music the player hears now, else (nothing rendered yet) the last one described:

@@ -49,6 +49,7 @@ def test_a_stopped_llm_leaves_music_within_the_deadlines(up):
 def test_a_stopped_synth_then_the_newest_music_without_a_flood(up):
     result = faults.stall_synth(up, seconds=4, changes=4)
     assert result["stack_up"] and result["silent_after"] == 0, result
+    assert result["clips_while_stopped"] == 0, result  # they keep their current music
     assert result["clips_after_per_player_max"] <= 2, result  # the running job and the newest, not 4
 
 

@@ -1,5 +1,6 @@
 """Latest-wins and staleness against a real Redis server."""
 
+import json
 import time
 
 import pytest
@@ -142,6 +143,20 @@ def test_last_description_is_what_the_player_hears(players):
     assert players.last_description("s:alex").tempo_bpm == 70
 
 
+def test_a_jobs_music_is_delivered_once(players):
+    sub = players.r.pubsub(ignore_subscribe_messages=True)
+    sub.subscribe("metabgm:events:s:alex")
+    assert players.deliver("s", "alex", playing(70, job_id="j1")) is True
+    assert players.deliver("s", "alex", playing(70, job_id="j1")) is False  # a copy of the job run again
+    assert players.deliver("s", "alex", playing(90, job_id="j2")) is True
+    assert players.now_playing("s:alex").job_id == "j2"
+    heard, deadline = [], time.time() + 2
+    while len(heard) < 3 and time.time() < deadline:
+        if (m := sub.get_message(timeout=0.1)) is not None:
+            heard.append(json.loads(m["data"])["data"]["job_id"])
+    assert heard == ["j1", "j2"]
+
+
 def test_publishing_an_event_writes_nothing_else(players):
     players.publish(NowPlayingEvent(server_id="s", player_id="alex", data=playing(70)))
     assert players.now_playing("s:alex") is None
@@ -187,7 +202,7 @@ def test_the_key_table_names_every_key_a_player_leaves(redis_url):
     players.admit(job(2))
     players.start_job("narrate", j)
     players.mark_played(j.job_id, j.player_key, 60)
-    players.set_now_playing("s:alex", playing(80))
+    players.deliver("s", "alex", playing(80))
     players.push_feedback("s:alex", {"kind": "skip"})
     players.push_narrative("s:alex", "You walk.")
     players.end_job("narrate", j)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from metabgm_shared import metrics
-from metabgm_shared.contracts import Clip, Job, MusicDescription, NowPlaying, NowPlayingEvent, Transition
+from metabgm_shared.contracts import Clip, Job, MusicDescription, NowPlaying, Transition
 from metabgm_shared.settings import Synth
 from metabgm_shared.state import Players
 
@@ -82,7 +82,5 @@ class SynthStage:
             received_at=job.received_at,
             transition=desc.transition,
         )
-        self.players.set_now_playing(pk, now)
-        w = job.window
-        self.players.publish(NowPlayingEvent(server_id=w.server_id, player_id=w.player_id, data=now))
+        self.players.deliver(job.window.server_id, job.window.player_id, now)
         return job.model_copy(update={"clip": clip})
