@@ -242,7 +242,7 @@ def compose(desc: MusicDescription, bars: int, seed: int, section: Section | Non
     rng = np.random.default_rng([seed, ROLES.index(section.role), section.variation])
     prog = th.progressions[1] if section.role in ("B", "bridge") else th.progressions[0]
     if section.role == "bridge":
-        prog = prog[2:] + prog[:2]
+        prog = prog[1:] + prog[:1]
     bars_per_chord = 2 if level <= 1 else 1
     chords = [prog[(bar // bars_per_chord) % len(prog)] for bar in range(section.bars)]
     if section.bars >= 4 and section.role in ("A", "B"):
@@ -250,7 +250,7 @@ def compose(desc: MusicDescription, bars: int, seed: int, section: Section | Non
     s = _Score(key, mode, level, section.bars, chords, bars_per_chord, _Writer(60.0 / desc.tempo_bpm, rng), rng,
                list(dict.fromkeys(desc.instruments)))  # fmt: skip
     plays = PLAYS[section.role]
-    _pads(s, plays)
+    _pads(s, plays, section)
     leads = [n for n in s.names if layer(n) == "melody"]
     melody_by = leads[1] if section.role == "B" and len(leads) > 1 else (leads[0] if leads else None)
     if melody_by and "melody" in plays:
@@ -269,17 +269,22 @@ def compose(desc: MusicDescription, bars: int, seed: int, section: Section | Non
     return Arrangement(desc.tempo_bpm, s.bars, seed, key, mode, level, s.parts, prog, section)
 
 
-def _pads(s: _Score, plays: set[str]) -> None:
-    """Sustained triads, spread over octaves when several pads are asked for."""
+def _pads(s: _Score, plays: set[str], section: Section) -> None:
+    """Triads, spread over octaves when several pads are asked for. Each section and each of its
+    phrases voices them its own way (inversion, and sustained or struck again every half-bar), so
+    sections and phrases that share chords still sound apart."""
     if "pad" not in plays:
         return
+    inversion = (ROLES.index(section.role) + section.variation) % 3
+    strike = BEATS_PER_BAR / 2 if section.variation % 2 else BEATS_PER_BAR * s.bars_per_chord
     for i, name in enumerate(n for n in s.names if layer(n) == "pads"):
         inst = s.part("pad", name)
-        octave = 2 if name == "cello" else 3 + (i % 2)
+        octave = (2 if name == "cello" else 3 + (i % 2)) + (section.role == "bridge" or section.variation >= 2)
         for bar in range(0, s.bars, s.bars_per_chord):
             span = min(s.bars_per_chord, s.bars - bar) * BEATS_PER_BAR
-            for d in _triad(s.chords[bar]):
-                s.w.note(inst, s.pitch(d, octave), bar * BEATS_PER_BAR, span, s.vel - 10)
+            for k in range(int(span // strike) or 1):
+                for d in _triad(s.chords[bar], (inversion + bar // 4) % 3):  # each phrase its own voicing
+                    s.w.note(inst, s.pitch(d, octave), bar * BEATS_PER_BAR + k * strike, min(strike, span), s.vel - 10)
 
 
 def _melody(s: _Score, inst: pretty_midi.Instrument, motifs: list[Motif], section: Section) -> None:
@@ -327,10 +332,11 @@ def _pulse(s: _Score, leads: list[str], section: Section) -> str | None:
         return None
     inst = s.part("pulse", pulse_by)
     octave = 1 if pulse_by == "bass" else 2
+    fifths = ({2} if s.level >= 3 else set()) | ({1, 3} if section.variation % 2 else set())
     for bar in range(s.bars):
         root = s.chords[bar]
         for beat in range(BEATS_PER_BAR):
-            d = root + 4 if (s.level >= 3 and beat == 2) else root
+            d = root + 4 if beat in fifths else root
             s.w.note(inst, s.pitch(d, octave), bar * BEATS_PER_BAR + beat, 0.3, 112)
     last = (s.bars - 1) * BEATS_PER_BAR
     if section.fill:
@@ -349,8 +355,9 @@ def _timpani(s: _Score) -> None:
             s.w.note(inst, s.pitch(s.chords[bar], 2), bar * BEATS_PER_BAR + beat, 1.0, s.vel + 10)
 
 
-def _triad(root: int) -> tuple[int, int, int]:
-    return root, root + 2, root + 4
+def _triad(root: int, inversion: int = 0) -> tuple[int, int, int]:
+    tones = (root, root + 2, root + 4, root + 7, root + 9)
+    return tones[inversion], tones[inversion + 1], tones[inversion + 2]
 
 
 def _motif(rng: np.random.Generator, level: int) -> Motif:
