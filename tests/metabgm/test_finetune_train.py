@@ -20,10 +20,10 @@ from metabgm_shared.llmserver import lora_field  # noqa: E402
 
 
 def test_permutation_is_what_transformers_undoes():
-    from transformers.modeling_gguf_pytorch_utils import LlamaConverter
+    from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
     w = np.arange(576 * 4, dtype=np.float32).reshape(576, 4)  # SmolLM2: 9 heads of 64, 3 KV heads
-    undo = LlamaConverter.__new__(LlamaConverter)._reverse_permute_weights  # noqa: SLF001
+    undo = LlamaTensorProcessor.__new__(LlamaTensorProcessor)._reverse_permute_weights
     assert not np.array_equal(gguf_lora.permute(w, 9, 9), w)
     assert np.array_equal(undo(gguf_lora.permute(w, 9, 9), 9, 9), w)
     k = w[:192]
