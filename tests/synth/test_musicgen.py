@@ -91,3 +91,17 @@ def test_batch_continue_store(tiny_model: Path, redis_url: str, tmp_path: Path) 
     # Another player asking what p1 asked for gets p1's clip from the cache.
     again = stage(jobs[1].model_copy(update={"window": SceneWindow(server_id="s", player_id="p9")})).clip
     assert again.cached and again.key == clips[1].key
+
+
+def test_sections_continue_each_other(tiny_model: Path, tmp_path: Path) -> None:
+    """A cue's further sections continue the previous section's tail, and say which section they are."""
+    settings = Synth(redis_url="redis://unused", data_dir=tmp_path, renderer="musicgen", musicgen_model=str(tiny_model),
+                     musicgen_device="cpu", musicgen_batch=1, musicgen_max_s=3.0, clip_bars=8)  # fmt: skip
+    stage = SynthStage(settings, None, make_renderer(settings))  # type: ignore[arg-type]
+    cue = stage.plan(desc())
+    first, second = stage.section(cue, 0), stage.section(cue, 1)
+    assert not first.provenance["continued"] and second.provenance["continued"]
+    assert second.provenance["continues"] == first.key and first.provenance["continues"] is None
+    assert second.provenance["section"]["role"] == cue.sections[1].role == "A"
+    assert "sparse intro" in first.provenance["prompt"] and "main theme" in second.provenance["prompt"]
+    assert second.key == cue.keys[1] != cue.keys[0] and second.section == cue.sections[1]

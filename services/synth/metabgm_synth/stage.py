@@ -154,6 +154,8 @@ class SynthStage:
             "caption": cue.caption,
             "attributes": cue.fields,
             "section": section.model_dump(),
+            "cue_seed": cue.seed,
+            "continues": before if req.prompt is not None else None,
             "render_s": round(r.render_s, 4),
             "rendered_at": time.time(),
             **({"pregenerated": pregenerated} if pregenerated else {}),
