@@ -53,16 +53,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--from", dest="src", type=Path, default=None, help="an earlier `metabgm train --measure` output")
+    ap.add_argument("--command", default="", help="with --from: the command that measured")
+    ap.add_argument("--commit", default="", help="with --from: the commit it measured")
     args = ap.parse_args()
     started = time.time()
-    result = measure(PACKAGED, ["narrator", "describer"], CPU, args.steps, corpus.DEFAULT_DIR, args.threads)
+    if args.src:
+        result = json.loads(args.src.read_text())
+        started = args.src.stat().st_mtime
+    else:
+        result = measure(PACKAGED, ["narrator", "describer"], CPU, args.steps, corpus.DEFAULT_DIR, args.threads)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     meta = {
-        "command": f"flock /tmp/metabgm-bench.lock .venv/bin/python bench/llm_finetune_step.py --steps {args.steps} "
-        f"--threads {args.threads}",
+        "command": args.command
+        or f"flock /tmp/metabgm-bench.lock .venv/bin/python bench/llm_finetune_step.py "
+        f"--steps {args.steps} --threads {args.threads}",
         "machine": f"{os.cpu_count()} CPUs, {platform.platform()}",
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "commit": commit.stdout.strip(),
+        "commit": args.commit or commit.stdout.strip(),
         "load_average": [round(x, 2) for x in result["load_average"]],
         "corpus_sha256": corpus.digest(),
     }

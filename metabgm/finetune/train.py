@@ -38,7 +38,7 @@ ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj
 # The full CPU run: what fits in an hour on 2 cores (see docs/evaluation.md for the measurement).
 # LoRA on the top 10 of 30 layers: backward stops there, so a step costs about half of all-layer LoRA.
 CPU = LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=ALL_PROJECTIONS, lr=1e-3, epochs=1.0,
-                   batch_size=8, grad_accum=1, max_len=384, warmup_ratio=0.05, layers=list(range(20, 30)))  # fmt: skip
+                   batch_size=8, grad_accum=1, max_len=448, warmup_ratio=0.05, layers=list(range(20, 30)))  # fmt: skip
 
 
 def sha256(path: Path) -> str:
