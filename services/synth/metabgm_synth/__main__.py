@@ -1,3 +1,5 @@
+from concurrent.futures import ThreadPoolExecutor
+
 from metabgm_shared.settings import Synth
 from metabgm_shared.worker import runtime, serve
 
@@ -23,7 +25,9 @@ def main() -> None:
     renderer = make_renderer(settings)
     # MusicGen: as many tasks in flight as one generate call batches; CPU: one render per core.
     concurrency = renderer.batch if settings.renderer == "musicgen" else settings.concurrency
-    serve(rt, "synth", SynthStage(settings, rt.players, renderer), concurrency=concurrency)
+    # A cue's further sections render on their own threads, behind the first sections players wait for.
+    sections = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="sections")
+    serve(rt, "synth", SynthStage(settings, rt.players, renderer, sections), concurrency=concurrency)
 
 
 if __name__ == "__main__":
