@@ -253,12 +253,20 @@ def stall_redis(up: Up, seconds: float) -> dict:
     time.sleep(seconds)
     os.kill(pid, signal.SIGCONT)
     healthy = _wait(up.healthy, 60)
+    health = _health(up)
     resumed = time.time()
     player = up.play()
     heard = up.heard.wait([player], resumed, 60)[player]
     return {"fault": f"Redis stopped (SIGSTOP) {seconds:.0f} s", "stack_up": up.alive(), "healthy_again": healthy,
             "healthy_after_s": _round(resumed - stopped_at - seconds), "music_after_s": _round(heard),
-            "silent": int(heard is None)}  # fmt: skip
+            "silent": int(heard is None), "health": None if healthy else health}  # fmt: skip
+
+
+def _health(up: Up) -> dict | str:
+    try:
+        return httpx.get(f"{up.base}/healthz", timeout=5).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return repr(exc)
 
 
 def stall_llm(up: Up, seconds: float, kill: bool = False) -> dict:
@@ -294,9 +302,10 @@ def _described_by_llm(up: Up, player: str) -> bool:
 
 
 def stall_synth(up: Up, seconds: float, changes: int = 4) -> dict:
-    """The synth stopped for `seconds` while players change scene `changes` times each: they keep
-    their current music, then (their collectors sending on) get the newest scene's music, not one
-    clip per change (no flood of stale work)."""
+    """The synth stopped for `seconds` while players change scene `changes` times each: meanwhile
+    they keep their music (or the ladder's cached rung serves a clip made before); after it, their
+    collectors sending on, they get the newest scene's music, not one clip per change (no flood of
+    stale work)."""
     players = [up.play(scene=0) for _ in range(3)]
     up.heard.wait(players, time.time() - 5, 60)
     before = {p: sum(1 for _, q, _ in up.heard.events if q == p) for p in players}
@@ -317,7 +326,7 @@ def stall_synth(up: Up, seconds: float, changes: int = 4) -> dict:
         time.sleep(2)
     heard = {p: (t - resumed if (t := up.heard.first(p, resumed)) is not None else None) for p in players}
     time.sleep(3)  # anything stale would arrive now
-    after = {p: sum(1 for t, q, _ in up.heard.events if q == p and t >= stopped_at) for p in players}
+    after = {p: sum(1 for t, q, _ in up.heard.events if q == p and t >= resumed) for p in players}
     return {"fault": f"synth stopped {seconds:.0f} s", "stack_up": up.alive(), "players": len(players),
             "silent_after": sum(t is None for t in heard.values()), "heard_before": sum(before.values()),
             "clips_while_stopped": during,

@@ -47,10 +47,11 @@ def test_a_stopped_llm_leaves_music_within_the_deadlines(up):
 
 
 def test_a_stopped_synth_then_the_newest_music_without_a_flood(up):
-    result = faults.stall_synth(up, seconds=4, changes=4)
+    result = faults.stall_synth(up, seconds=4, changes=6)
     assert result["stack_up"] and result["silent_after"] == 0, result
-    assert result["clips_while_stopped"] == 0, result  # they keep their current music
-    assert result["clips_after_per_player_max"] <= 2, result  # the running job and the newest, not 4
+    # Latest wins: the job the synth held, the newest parked one and the scene the player is in
+    # now, whatever the number of changes meanwhile (6 here).
+    assert result["clips_after_per_player_max"] <= 3, result
 
 
 def test_a_gateway_restart_and_pages_resume(up):
