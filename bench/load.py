@@ -145,12 +145,13 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--distinct", type=int, default=100_000)
     parser.add_argument("--churn-rate", type=float, default=200.0, help="new players a second")
-    parser.add_argument("--player-ttl-s", type=float, default=60.0, help="METABGM_PLAYER_TTL_S for the run")
+    parser.add_argument("--player-ttl-s", type=float, default=60.0, help="METABGM_PLAYER_TTL_S for the run (>= 60)")
     parser.add_argument("--every-s", type=float, default=10.0)
     args = parser.parse_args()
     started = time.time()
     env = {**INSTANT, "METABGM_PLAYER_TTL_S": str(args.player_ttl_s), "METABGM_MIN_DWELL_S": "20"}
-    with tempfile.TemporaryDirectory() as tmp, faults.Up(Path(tmp) / "instance", env) as up:
+    data_dir = Path(tempfile.mkdtemp(prefix="metabgm-load-")) / "instance"  # kept: its logs/ tell what happened
+    with faults.Up(data_dir, env) as up:
         series, load = steady(up, args.players, args.minutes * 60, args.every_s)
         churned = churn(up, args.distinct, args.churn_rate, args.every_s)
         time.sleep(args.player_ttl_s + 5)  # what is left once the churned players' keys expired
