@@ -162,8 +162,8 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("metabgm:heartbeats", "zset", "members lapse after 3 beats, trimmed after 1 h", "stage:host:thread"),
     KeySpec("metabgm:running:leases", "zset", "lost_job_s, renewed by the heartbeat", "stage|job_id -> lease end"),
     KeySpec("metabgm:running:jobs", "hash", "removed with its lease", "stage|job_id -> Job JSON"),
-    KeySpec("metabgm:delivered:{job_id}", "string", "done_ttl_s (10 min)", "1: the job's music was delivered"),
-    KeySpec("metabgm:done:{stage}|{job_id}", "string", "done_ttl_s (10 min)", "1: a redelivered copy is dropped"),
+    KeySpec("metabgm:delivered:{job_id}", "string", "done_ttl_s (3 min)", "1: the job's music was delivered"),
+    KeySpec("metabgm:done:{stage}|{job_id}", "string", "done_ttl_s (3 min)", "1: a redelivered copy is dropped"),
     KeySpec("metabgm:running:started", "zset", "removed with its lease", "stage|job_id -> start time"),
     KeySpec("metabgm:progress", "hash", "fixed set of 4 fields", "stage -> when a job of it last started or ended"),
     KeySpec("metabgm:restarts", "hash", "fixed set of parts", "part -> restarts by `metabgm up`"),
@@ -310,7 +310,7 @@ class PlayerOps:
     ttl_s: float = 7 * DAY
     lost_job_s: float = 30.0
     clock: Callable[[], float] = time.time
-    done_ttl_s: float = 600.0  # longer than any job lives (stale_after_s)
+    done_ttl_s: float = 180.0  # longer than a job lives (stale_after_s); a later copy is dropped as stale
 
     @property
     def _lease_ms(self) -> int:
