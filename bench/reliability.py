@@ -29,7 +29,7 @@ def run(repeat: int, outage_s: float) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp, faults.Up(Path(tmp) / "instance") as up:
         for _ in range(repeat):
             for stage in ("ingest", "narrate", "describe", "synth"):
-                rows.append(faults.kill_worker_mid_job(up, stage))
+                rows.append(faults.kill_worker_mid_job(up, stage, follow_s=60))
             rows.append(faults.restart_redis(up, n_players=30))
             rows.append(faults.restart_gateway(up))
         rows.append(faults.stall_redis(up, seconds=10))

@@ -186,7 +186,7 @@ def _wait(check, timeout: float) -> bool:
     return False
 
 
-def kill_worker_mid_job(up: Up, stage: str, music_within_s: float = 60) -> dict:
+def kill_worker_mid_job(up: Up, stage: str, music_within_s: float = 60, follow_s: float = 0.0) -> dict:
     """kill -9 of a stage's worker while it runs a job. The LLM stages are caught mid-job by
     stopping the LLM first; ingest and synth by sending players until a job of theirs runs."""
     llm_stage = stage in ("narrate", "describe")
@@ -208,9 +208,14 @@ def kill_worker_mid_job(up: Up, stage: str, music_within_s: float = 60) -> dict:
     back_s = up.back(stage, old)
     heard = up.heard.wait(players, killed_at - 30, music_within_s + 30)
     late = [p for p, t in heard.items() if t is None or up.heard.first(p) - killed_at > music_within_s]
+    # With the ladder a player may hear a fast rung's music before the kill, and the killed job is
+    # then its refinement: `follow_s` waits for the music that job (handed back) delivers.
+    after = up.heard.wait(players, killed_at, follow_s) if follow_s else {}
     return {"fault": f"kill -9 {stage} worker mid-job", "mid_job": mid_job, "stack_up": up.alive(),
             "back_s": _round(back_s), "players": len(players), "silent": len(late),
-            "music_after_kill_s": _round(max((up.heard.first(p) or 0) - killed_at for p in players))}  # fmt: skip
+            "music_after_kill_s": _round(max(0.0, max((up.heard.first(p) or 0) - killed_at for p in players))),
+            "new_music_after_kill_s": _round(max((t for t in after.values() if t is not None), default=None)),
+            "without_new_music": sum(t is None for t in after.values())}  # fmt: skip
 
 
 def restart_redis(up: Up, n_players: int = 20, recover_s: float = 60) -> dict:
