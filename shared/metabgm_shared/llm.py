@@ -114,8 +114,11 @@ class Breaker:
 class Client:
     """Thread-safe; one per worker process, made in `main()` and injected into the stage."""
 
-    def __init__(self, settings: LLM, stage: str, backlog: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, settings: LLM, stage: str, backlog: Callable[[], bool] | None = None, lora: list[dict] | None = None
+    ) -> None:
         self.settings, self.stage = settings, stage
+        self.lora = lora  # llama.cpp's per-request adapter field (`llmserver.lora_field`), sent on every call
         self.base_url = settings.llm_base_url.rstrip("/")
         self.breaker = Breaker(stage, settings.llm_breaker_failures, settings.llm_breaker_reset_s)
         self.backlog = backlog or (lambda: False)  # whether jobs wait on the stage's queue
@@ -153,6 +156,8 @@ class Client:
             body["stop"] = stop
         if seed is not None:
             body["seed"] = seed
+        if self.lora is not None:
+            body["lora"] = self.lora
         if schema is not None:
             body["response_format"] = {
                 "type": "json_schema",

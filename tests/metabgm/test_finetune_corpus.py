@@ -69,3 +69,19 @@ def test_player_text_never_reaches_an_output(data):
         words = corpus.player_words(by_id[n.id])
         assert not words & set(n.target.lower().replace(".", " ").replace(",", " ").split())
         assert "PWNED" not in d.target and "polka" not in d.target and "dubstep" not in d.target
+
+
+def test_evaluation_reads_the_held_out_split_and_counts_its_checks():
+    from metabgm.finetune import evaluate
+
+    test = evaluate.refs("test")
+    assert len(test) >= 150 and all(r.case.split == "test" and r.narrative and r.caption for r in test)
+    assert len(evaluate.reference_set()) == 30
+    same = {"player": "p", "narrative": "You walk on.", "grounded": True, "inside": None, "own_caption": False,
+            "describer_source": "llm", "describer_s": 1.0}  # fmt: skip
+    items = [same | {"step": i, "narrator_source": src, "narrator_s": 0.1 * i}
+             for i, src in enumerate(["llm", "llm", "fallback", "llm"])]  # fmt: skip
+    nar = evaluate.narrator_checks(items)
+    assert nar["guard_pass_pct"] == 75.0 and nar["repeats_in_a_row"] == 3 and nar["p95_s"] == 0.3
+    assert evaluate.describer_checks(items)["inside_checked"] == 0
+    assert "background music, " in evaluate.template_caption(test[0].case.scene)

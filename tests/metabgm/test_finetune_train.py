@@ -16,7 +16,9 @@ from metabgm.evaluation.train import train  # noqa: E402
 from metabgm.finetune import gguf_lora  # noqa: E402
 from metabgm.finetune import train as ft  # noqa: E402
 from metabgm.local import EmbeddedLLM  # noqa: E402
+from metabgm_shared.llm import Client  # noqa: E402
 from metabgm_shared.llmserver import lora_field  # noqa: E402
+from metabgm_shared.settings import Narrator  # noqa: E402
 
 
 def test_permutation_is_what_transformers_undoes():
@@ -57,3 +59,6 @@ def test_few_steps_on_the_packaged_model_learn_and_serve(tmp_path):
         assert base.strip() and tuned.strip()
         assert tuned != base  # the request's lora field switches the trained adapter on
         assert reply(url, messages, lora_field(1, None)) == base  # and off again
+        settings = Narrator(redis_url="redis://unused", llm_base_url=url, llm_temperature=0.0)
+        client = Client(settings, "narrate", lora=lora_field(1, 0))  # what a stage's client sends
+        assert client.chat(messages, model="narrator", max_tokens=24).text != base

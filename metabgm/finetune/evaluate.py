@@ -1,0 +1,226 @@
+"""Base against adapter on the corpus's held-out scenes, through the stages' own code.
+
+    python -m metabgm.finetune.evaluate --adapters adapters/embedded [--split test] [--limit N] [--out FILE]
+
+Rules:
+- The embedded server is started with both GGUF adapters (`--lora narrator.gguf --lora
+  describer.gguf`, ids 0 and 1); the "base" system sends every adapter at scale 0, the "adapter"
+  system switches on the stage's own adapter (`llmserver.lora_field`) on its client. The prompts
+  are the compact templates the adapters were trained on, for both systems.
+- Cases are the corpus split's (inputs exactly as in the corpus: recent narratives, the music
+  playing, preferences) and, reported apart, the 30-scene reference set (no history).
+- Rows, each scored against the references (BLEU-1..4, METEOR, ROUGE-L): narrator (scene ->
+  narrative), describer (reference narrative -> caption), two-stage (scene -> narrative ->
+  caption) and direct (scene -> caption in one call, `direct/v1`). Also: the narrator's guard
+  pass rate (source "llm"), the share of grounded narratives, repeats of the same narrative twice
+  in a row for one player; the describer's schema-valid-and-inside-the-prior rate, the share of
+  captions that are not the attributes' template caption, and the prior's own template caption
+  scored against the same references; p50/p95 latency per stage.
+- Greedy decoding, one case at a time (repeatable).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from metabgm.evaluation import metrics
+
+from . import corpus
+
+
+@dataclass
+class Ref:
+    """One case with its references."""
+
+    case: corpus.Case
+    narrative: str
+    caption: str
+
+
+def refs(split: str, directory: Path = corpus.DEFAULT_DIR) -> list[Ref]:
+    import json
+
+    cases, narr, desc = corpus.load(directory)
+    by_id = {c.id: c for c in cases}
+    captions = {d.id: json.loads(d.target)["caption"] for d in desc}
+    return [Ref(by_id[n.id], n.target, captions[n.id]) for n in narr if n.split == split]
+
+
+def reference_set() -> list[Ref]:
+    from metabgm.evaluation.dataset import REFERENCE, load
+
+    return [Ref(corpus.Case(id=t.id, split="reference", source="reference", player=t.id, step=0, scene=t.scene,
+                            recent=[]), t.narrative, t.description.caption)
+            for t in load(REFERENCE) if t.narrative and t.description]  # fmt: skip
+
+
+def stages(url: str, lora: tuple[list[dict], list[dict]]):
+    from metabgm_describer.describe import Describe
+    from metabgm_narrator.narrate import NarrateStage
+    from metabgm_shared.llm import Client
+    from metabgm_shared.settings import Describer, Narrator
+
+    common = {"redis_url": "redis://unused", "llm_base_url": url, "llm_temperature": 0.0, "llm_timeout_s": 120.0,
+              "llm_breaker_failures": 1000}  # fmt: skip
+    ns = Narrator(**common, narrator_template=corpus.NARRATOR_TEMPLATE)
+    ds = Describer(**common, describer_template=corpus.DESCRIBER_TEMPLATE)
+    narrate = NarrateStage(ns, None, Client(ns, "narrate", lora=lora[0]))
+    return narrate, Describe(ds, Client(ds, "describe", lora=lora[1]))
+
+
+def template_caption(scene) -> str:
+    """The prior's own caption: what the pipeline plays without any LLM."""
+    from metabgm_describer.describe import caption
+    from metabgm_shared.prior import prior
+
+    p = prior(scene)
+    attrs = {"tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value, "instruments": list(p.instruments),
+             "intensity": p.intensity, "mood": list(p.mood)}  # fmt: skip
+    return caption(attrs, p.genre)
+
+
+def _p(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, round(q * (len(xs) - 1)))], 3) if xs else 0.0
+
+
+def one(narrate, describe, r: Ref) -> dict:
+    from metabgm_narrator.grounding import ungrounded
+    from metabgm_shared.prior import prior, within
+
+    c = r.case
+    nar = narrate.narrate(c.scene, c.recent)
+    d_ref = describe.describe(c.scene, r.narrative, prefs=c.prefs, previous=c.previous)
+    d_two = describe.describe(c.scene, nar.text, prefs=c.prefs, previous=c.previous)
+    d_dir = describe.direct(c.scene, prefs=c.prefs, previous=c.previous)
+    p = prior(c.scene)
+    free = c.prefs is None and c.previous is None  # nothing but the LLM moves the attributes
+    return {
+        "id": c.id, "player": c.player, "step": c.step, "narrative": nar.text, "narrator_source": nar.source,
+        "grounded": ungrounded(nar.text, c.scene) is None, "narrator_s": nar.latency_s,
+        "describer": d_ref.caption, "describer_s": d_ref.latency_s, "describer_source": d_ref.source,
+        "inside": within(p, tempo_bpm=d_ref.tempo_bpm, key=d_ref.key, mode=d_ref.mode.value,
+                         instruments=list(d_ref.instruments), intensity=d_ref.intensity) if free else None,
+        "own_caption": "background music, " not in d_ref.caption,  # not the attributes' template caption
+        "two-stage": d_two.caption, "direct": d_dir.caption,
+    }  # fmt: skip
+
+
+def pct(flags: list[bool]) -> float:
+    return round(100 * sum(flags) / max(1, len(flags)), 1)
+
+
+def latency(xs: list[float]) -> dict:
+    return {"p50_s": _p(xs, 0.5), "p95_s": _p(xs, 0.95)}
+
+
+def narrator_checks(items: list[dict]) -> dict:
+    by_player = sorted(items, key=lambda i: (i["player"], i["step"]))
+    pairs = zip(by_player, by_player[1:], strict=False)
+    return {"guard_pass_pct": pct([i["narrator_source"] == "llm" for i in items]),
+            "grounded_pct": pct([i["grounded"] for i in items]),
+            "repeats_in_a_row": sum(a["player"] == b["player"] and a["narrative"] == b["narrative"] for a, b in pairs),
+            **latency([i["narrator_s"] for i in items])}  # fmt: skip
+
+
+def describer_checks(items: list[dict]) -> dict:
+    checked = [i["inside"] for i in items if i["inside"] is not None]
+    return {"inside_prior_pct": pct(checked), "inside_checked": len(checked),
+            "own_caption_pct": pct([i["own_caption"] for i in items]),
+            "llm_pct": pct([i["describer_source"] == "llm" for i in items]),
+            **latency([i["describer_s"] for i in items])}  # fmt: skip
+
+
+def rows(system: str, items: list[dict], rs: list[Ref], wn) -> list[dict]:
+    refs_n, refs_c = [r.narrative for r in rs], [r.caption for r in rs]
+    out = [{"system": system, "task": task, "n": len(items), **metrics.score([i[key] for i in items], ref, wn)}
+           for task, key, ref in (("narrator", "narrative", refs_n), ("describer", "describer", refs_c),
+                                  ("two-stage", "two-stage", refs_c), ("direct", "direct", refs_c))]  # fmt: skip
+    out[0] |= narrator_checks(items)
+    out[1] |= describer_checks(items)
+    return out
+
+
+def evaluate(url: str, rs: list[Ref], systems: dict[str, tuple[list[dict], list[dict]]], wn=None,
+             on_item: Callable[[], None] = lambda: None) -> dict:  # fmt: skip
+    wn = wn if wn is not None else metrics.wordnet()
+    table = [{"system": "prior template", "task": "describer", "n": len(rs),
+              **metrics.score([template_caption(r.case.scene) for r in rs], [r.caption for r in rs], wn)}]  # fmt: skip
+    samples = []
+    for name, lora in systems.items():
+        narrate, describe = stages(url, lora)
+        started = time.monotonic()
+        items = []
+        for r in rs:
+            items.append(one(narrate, describe, r))
+            on_item()
+        table += rows(name, items, rs, wn)
+        table[-4]["seconds"] = round(time.monotonic() - started, 1)
+        samples += [{"system": name, **i} for i in items]
+    return {"rows": table, "samples": samples, "median_chars": statistics.median(len(r.narrative) for r in rs)}
+
+
+def lora_systems(n_adapters: int = 2) -> dict[str, tuple[list[dict], list[dict]]]:
+    from metabgm_shared.llmserver import lora_field
+
+    return {"base": (lora_field(n_adapters, None), lora_field(n_adapters, None)),
+            "adapter": (lora_field(n_adapters, 0), lora_field(n_adapters, 1))}  # fmt: skip
+
+
+def cmd(args) -> int:
+    import json
+
+    from metabgm.evaluation.run import missing
+    from metabgm.local import EmbeddedLLM
+
+    if missing("eval", ("sacrebleu", "rouge_score", "nltk")):
+        return 2
+    loras = [args.adapters / "narrator.gguf", args.adapters / "describer.gguf"]
+    absent = [str(p) for p in loras if not p.is_file()]
+    if absent:
+        print(f"error: no adapter at {', '.join(absent)} (metabgm train --out {args.adapters})")
+        return 2
+    split = refs(args.split, args.corpus or corpus.DEFAULT_DIR)[: args.limit or None]
+    reference = reference_set()[: args.limit or None]
+    started = time.time()
+    flags = [x for p in loras for x in ("--lora", str(p))]
+    with EmbeddedLLM(args.data_dir / "logs" / "eval-finetune-llm.log", "--parallel", "1", *flags) as url:
+        result = {"split": evaluate(url, split, lora_systems()), "reference": evaluate(url, reference, lora_systems())}
+    result["meta"] = {"adapters": str(args.adapters), "split": args.split, "n": len(split),
+                      "reference_n": len(reference), "corpus_sha256": corpus.digest(args.corpus or corpus.DEFAULT_DIR),
+                      "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                      "seconds": round(time.time() - started, 1)}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    manifest = args.adapters / "manifest.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        m["evaluation"] = {"meta": result["meta"], "split": result["split"]["rows"],
+                           "reference": result["reference"]["rows"]}  # fmt: skip
+        manifest.write_text(json.dumps(m, indent=2) + "\n")
+    for part in ("split", "reference"):
+        for row in result[part]["rows"]:
+            print(part, {k: v for k, v in row.items() if k not in ("n",)})
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    ev = argparse.ArgumentParser(prog="python -m metabgm.finetune.evaluate", description=__doc__.split("\n")[0])
+    ev.add_argument("--data-dir", type=Path, default=Path(".metabgm"), help="where the server's log goes")
+    ev.add_argument("--adapters", type=Path, default=Path("adapters/embedded"), help="folder metabgm train wrote")
+    ev.add_argument("--split", default="test", choices=["test", "dev"], help="the corpus split to score")
+    ev.add_argument("--corpus", type=Path, default=None, help="corpus folder (default: data/finetune)")
+    ev.add_argument("--limit", type=int, default=0, help="first N cases of the split and of the reference set")
+    ev.add_argument("--out", type=Path, default=Path("bench/results/llm_finetune.json"), help="results JSON")
+    return cmd(ev.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
