@@ -382,6 +382,7 @@ def add_commands(command) -> None:
     tr.add_argument("--layers", default=None, help="LoRA on layers FROM-TO only, e.g. 12-29 (default: all)")
     tr.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     tr.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps per stage")
+    tr.add_argument("--max-seconds", type=float, default=None, help="stop a stage after this long (CPU preset: 1620)")
     tr.add_argument("--measure", type=int, default=0, help="time N steps per stage and project the full run")
 
 

@@ -40,6 +40,7 @@ class LoraSettings(BaseModel):
     max_len: int = Field(1024, ge=16)
     warmup_ratio: float = Field(0.03, ge=0, lt=1)
     max_steps: int = Field(0, ge=0)  # 0: as many as the epochs take
+    max_seconds: float = Field(0, ge=0)  # 0: no limit; else stop after the step that passes it
     layers: list[int] | None = None  # LoRA on these layers only (None: all); gradients stop below the lowest
     seed: int = 0
 
@@ -123,6 +124,7 @@ def train(
     per_epoch = math.ceil(math.ceil(len(rows) / s.batch_size) / s.grad_accum)
     total = max(1, math.ceil(per_epoch * s.epochs))
     total = min(total, s.max_steps) if s.max_steps else total
+    planned = total
     warmup = int(total * s.warmup_ratio)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda i: (i + 1) / (warmup + 1) if i < warmup else max(0.0, (total - i) / max(1, total - warmup))
@@ -147,6 +149,8 @@ def train(
             acc = []
             step += 1
             on_step(step, total, losses[-1])
+            if s.max_seconds and time.monotonic() - started > s.max_seconds:
+                total = step  # out of time: stop here, with what has been learnt so far
             if step >= total:
                 break
     out.mkdir(parents=True, exist_ok=True)
@@ -154,6 +158,7 @@ def train(
     report = {
         "examples": len(rows),
         "steps": total,
+        "planned_steps": planned,
         "losses": [round(x, 4) for x in losses],
         "seconds": round(time.monotonic() - started, 1),
         "settings": s.model_dump(),
