@@ -319,3 +319,23 @@ def test_slow_headers_and_bodies_are_cut_off(make_stack):
         while b"not received within" not in reply and (chunk := slow.recv(4096)):  # headers, then the body
             reply += chunk
         assert reply.startswith(b"HTTP/1.1 408") and b"not received within 1 s" in reply
+
+
+def test_one_player_holds_a_bounded_number_of_sockets(client, secrets):
+    from contextlib import ExitStack
+
+    from metabgm_gateway.relay import SOCKETS_PER_CHANNEL
+
+    token = Links.from_secret(secrets.link_secret, 600).token("default", "alice")
+    with ExitStack() as open_pages:
+        for _ in range(SOCKETS_PER_CHANNEL):
+            ws = open_pages.enter_context(client.websocket_connect(f"/listen/{token}/events"))
+            assert ws.receive_json()["type"] == "hello"
+        with pytest.raises(WebSocketDisconnect) as closed, client.websocket_connect(f"/listen/{token}/events"):
+            pass
+        assert closed.value.code == 4429
+        other = Links.from_secret(secrets.link_secret, 600).token("default", "bob")
+        with client.websocket_connect(f"/listen/{other}/events") as ws:  # another player is not held back
+            assert ws.receive_json()["type"] == "hello"
+    with client.websocket_connect(f"/listen/{token}/events") as ws:  # closed pages free their places
+        assert ws.receive_json()["type"] == "hello"

@@ -2,7 +2,8 @@
 
 Every replica subscribes, through one Redis pub/sub connection, to the channels of the players
 whose sockets it holds, and nothing else: an event reaches exactly the replica (and socket) of
-its own player, whichever replica or worker published it.
+its own player, whichever replica or worker published it. A replica holds at most
+`SOCKETS_PER_CHANNEL` sockets on one channel (one player's tabs and devices); the routes refuse more.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import redis.asyncio as aioredis
 from metabgm_shared.state import IDLE_CHANNEL
 
 log = logging.getLogger(__name__)
+SOCKETS_PER_CHANNEL = 8
 
 
 class Relay:
@@ -51,6 +53,10 @@ class Relay:
             for queue in list(self.listeners.get(msg["channel"].decode(), ())):
                 if queue.qsize() < 256:  # a stalled socket loses old events, not the replica's memory
                     queue.put_nowait(msg["data"].decode())
+
+    def sockets(self, chan: str) -> int:
+        """How many sockets this replica holds on a channel."""
+        return len(self.listeners.get(chan, ()))
 
     @contextlib.asynccontextmanager
     async def listen(self, chan: str) -> AsyncIterator[asyncio.Queue]:

@@ -51,6 +51,7 @@ from metabgm_shared.state import Admission, channel, player_key
 from .. import served
 from ..body import BadInput, describe_errors, read_json
 from ..deps import LinkError, Services, ServicesDep
+from ..relay import SOCKETS_PER_CHANNEL
 from ..sockets import forward
 from .collect import CollectorDep, require_server
 
@@ -199,11 +200,13 @@ async def events(websocket: WebSocket, token: str) -> None:
     svc: Services = websocket.app.state.services
     try:
         server_id, player_id = _player(svc, token)
+        pk = player_key(server_id, player_id)
+        if svc.relay.sockets(channel(pk)) >= SOCKETS_PER_CHANNEL:
+            raise BadInput(429, f"at most {SOCKETS_PER_CHANNEL} open pages per player")
     except BadInput as exc:
         await websocket.close(code=4000 + exc.status_code, reason=str(exc.detail))
         return
     await websocket.accept()
-    pk = player_key(server_id, player_id)
     sessions = metrics.active_sessions.labels(server_id)
     sessions.inc()
     try:

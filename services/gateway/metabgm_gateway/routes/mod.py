@@ -32,6 +32,7 @@ from .. import replay
 from ..body import BadInput, read_json
 from ..deps import Services, ServicesDep
 from ..modkeys import Admission, ModKeyError, admit
+from ..relay import SOCKETS_PER_CHANNEL
 from ..sockets import forward
 
 router = APIRouter(tags=["mod"])
@@ -157,13 +158,16 @@ async def remove_player(request: Request, svc: Services, key: str | None) -> JSO
 
 async def new_data(websocket: WebSocket, name: str, key: str | None) -> None:
     svc: Services = websocket.app.state.services
+    chan = channel(player_key(svc.settings.mod_server_id, name))
     try:
         _name(_admit(svc, key), name)
+        if svc.relay.sockets(chan) >= SOCKETS_PER_CHANNEL:
+            raise BadInput(429, f"at most {SOCKETS_PER_CHANNEL} sockets per player")
     except BadInput as exc:
         await websocket.close(code=4000 + exc.status_code, reason=str(exc.detail))
         return
     await websocket.accept()
-    async with svc.relay.listen(channel(player_key(svc.settings.mod_server_id, name))) as queue:
+    async with svc.relay.listen(chan) as queue:
         with contextlib.suppress(WebSocketDisconnect):  # the client went away mid-send
             await websocket.send_json({"state": 0, "data": f"listening for {name}"})
             await forward(websocket, queue, _as_mod)
