@@ -37,6 +37,7 @@ from metabgm_ingest.characterize import characterize
 from metabgm_shared.contracts import CharacterizedScene, Dimension, Mode, MusicDescription, Preferences
 
 from . import author, scenes
+from .handwritten import HANDWRITTEN
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_DIR = ROOT / "data" / "finetune"
@@ -66,6 +67,7 @@ class Example(BaseModel):
     template: str
     messages: list[dict]
     target: str
+    written: str = "bank"  # "hand": written one by one (`handwritten`); "bank": composed from phrase banks
 
 
 @dataclass
@@ -125,6 +127,11 @@ def narrate_case(case: Case, stages: Stages, prev_mode: Mode | None, rng: random
 
     inputs = [stages.narrate.prompt.system.template, stages.narrate.prompt.user.template, case.scene.text,
               *case.recent]  # fmt: skip
+    if case.id in HANDWRITTEN:
+        text = HANDWRITTEN[case.id]
+        if guard(text, inputs=inputs, player_texts=[t.text for t in case.scene.texts], scene=case.scene) != text:
+            raise ValueError(f"the hand-written narrative of {case.id} fails the guard: {text} ({case.scene.text})")
+        return text
     for _ in range(60):
         text = author.narrative(case.scene, case.recent, prev_mode, rng)
         if seen[text] >= MAX_SAME - (1 if _ < 40 else 0):
@@ -175,7 +182,8 @@ def build(generated_players: int = 210, seed: int = SEED) -> tuple[list[Case], l
             seen_n[text] += 1
             answer = author.description(scene, stages.describe.prior(scene), case.prefs, previous, case.urgent, rng)
             cases.append(case)
-            narr.append(Example(id=case.id, split=case.split, template=NARRATOR_TEMPLATE, messages=n_msgs, target=text))
+            narr.append(Example(id=case.id, split=case.split, template=NARRATOR_TEMPLATE, messages=n_msgs, target=text,
+                                written="hand" if case.id in HANDWRITTEN else "bank"))  # fmt: skip
             desc.append(describer_example(case, stages, text, answer))
             recent.append(text)
             previous = music(answer)
@@ -296,6 +304,7 @@ def stats(cases: list[Case], narr: list[Example]) -> dict:
         "heading_elsewhere": sum(c.scene.biome_ahead is not None for c in cases),
         "distinct_scenes": len({c.scene.text for c in cases}),
         "distinct_narratives": len({e.target for e in narr}),
+        "hand_written_narratives": sum(e.written == "hand" for e in narr),
         "distinct_narrative_openings": len({" ".join(e.target.split()[:3]) for e in narr}),
         "nether_or_end": sum(c.scene.dimension is not Dimension.overworld for c in cases),
     }

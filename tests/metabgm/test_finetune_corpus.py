@@ -66,7 +66,9 @@ def test_player_text_never_reaches_an_output(data):
     with_text = [e for e in narr if by_id[e.id].scene.texts]
     assert len(with_text) >= 100
     for n, d in zip(narr, desc, strict=True):
-        words = corpus.player_words(by_id[n.id])
+        case = by_id[n.id]
+        said = " ".join([n.messages[0]["content"], *case.recent]).lower().replace(".", " ").replace(",", " ")
+        words = corpus.player_words(case) - set(said.split())  # only a player wrote them
         assert not words & set(n.target.lower().replace(".", " ").replace(",", " ").split())
         assert "PWNED" not in d.target and "polka" not in d.target and "dubstep" not in d.target
 
