@@ -91,6 +91,7 @@ def run(players: int, duration: float, seed: int) -> dict:
                 time.sleep(0.25)
             time.sleep(15)  # let the last changes reach music (and the LLM refine what it can)
         stop.set()
+        listener.join()
         counters = ladder_counters(stack)
     return {"players": players, "duration_s": duration, "seed": seed, **rec.summary(),
             "max_queue_depth": peak, "ladder": counters}  # fmt: skip

@@ -75,3 +75,9 @@ deadline_missed = Counter("metabgm_ladder_deadline_missed_total", "Music ready a
 refined = Counter("metabgm_refined_total", "LLM refinements of a scene a fast rung served, by outcome", ["outcome"])
 pregenerated = Counter("metabgm_pregenerated_total", "Anticipated scenes sent to be rendered ahead", ["reason"])
 pregen_served = Counter("metabgm_pregen_served_total", "Scene changes served by a pre-generated clip", ["reason"])
+queue_wait = Histogram(
+    "metabgm_queue_wait_seconds",
+    "From a job being put on a stage's queue to a worker starting it",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)

@@ -93,16 +93,21 @@ class Pipeline:
             return self.players.holds(job)
         return self.players.current_scene(job.player_key) in (None, job.scene_id)
 
-    def observe(self, stage: str, job: Job, spent: float, picked_at: float) -> None:
+    def observe(self, stage: str, job: Job, spent: float, picked_at: float, out: Job | None = None) -> None:
         """Feed the ladder's averages: the stage's work per job and the job's wait on its queue. LLM
-        work is shared by the scenes in the LLM stages, so one job's share is divided by them."""
+        work is shared by the scenes in the LLM stages, so one job's share is divided by them; the
+        synth's work is that of a render (a cache hit is no measure of the queue ahead)."""
+        wait = picked_at - job.sent_at if job.sent_at is not None else None
+        if wait is not None:
+            metrics.queue_wait.labels(stage).observe(max(0.0, wait))
         if self.stats is None or BY_NAME[stage].entry or job.pregen:
             return
         llm = BY_NAME[stage].llm
         if llm and job.rung not in LLM_RUNGS:
             return  # the prior rung passes the describer without an LLM call
+        if out is None or (out.clip is not None and out.clip.cached):
+            return
         shared = max(1, self.players.inflight_count()) if llm else 1
-        wait = picked_at - job.sent_at if job.sent_at is not None else None
         self.stats.observe(stage, work_s=spent / shared, wait_s=wait)
 
     def recover(self, stage: str, job: Job) -> None:
@@ -186,7 +191,7 @@ def _run(pipeline: Pipeline, stage: str, fn: Stage, job: Job, picked_at: float) 
         return
     spent = time.perf_counter() - started
     metrics.stage_latency.labels(stage).observe(spent)
-    pipeline.observe(stage, job, spent, picked_at)
+    pipeline.observe(stage, job, spent, picked_at, out)
     if out is None:
         if chained:
             pipeline.finish(job)

@@ -155,3 +155,13 @@ def test_urgent_change_under_a_saturated_llm_gets_music_in_time(stack: Stack, ev
     assert music["rung"] in ("prior", "cached"), music["rung"]
     assert at - music["received_at"] <= URGENT_DEADLINE_S, at - music["received_at"]
     assert client.zcount(Keys.inflight_all, time.time() * 1000, "+inf") >= 1  # the LLM is still busy
+
+
+def test_every_worker_metrics_endpoint_is_listed_with_the_ladder_on_it(stack: Stack) -> None:
+    targets = json.loads((stack.data_dir / "scrape.json").read_text())
+    by_service = {t["labels"]["service"]: t["targets"][0] for t in targets}
+    assert set(by_service) == {"gateway", "ingest", "narrate", "describe", "synth"}
+    text = {name: httpx.get(f"http://{addr}/metrics", timeout=5).text for name, addr in by_service.items()}
+    assert 'metabgm_ladder_rung_total{rung="prior"' in text["ingest"]
+    assert "metabgm_time_to_music_seconds_bucket" in text["synth"] and "metabgm_pregen_served_total" in text["synth"]
+    assert 'metabgm_queue_wait_seconds_count{stage="describe"}' in text["describe"]
