@@ -31,8 +31,9 @@ DESCRIPTIONS = {
     "pseudonymised), for labelling and fine-tuning.",
     "label": "Write a teacher model's reference narratives and descriptions for recorded triples; resumes "
     "where it stopped.",
-    "train": "LoRA-fine-tune a chat model per stage on labelled triples (needs the gpu extra and a GPU); the "
-    "adapters are what vLLM loads on day N (docs/operations.md).",
+    "train": "LoRA-fine-tune the narrator and describer, one adapter per stage: by default the packaged "
+    "SmolLM2 on the committed corpus (data/finetune; a CPU is enough), or a Hugging Face model id on a GPU "
+    "(the gpu extra). The adapters are what the LLM server loads on day N (docs/operations.md).",
 }
 
 EXAMPLES = {
@@ -46,7 +47,8 @@ EXAMPLES = {
     "eval": "metabgm eval --limit 10",
     "record": "metabgm record --out scenes.jsonl --seconds 600",
     "label": "metabgm label scenes.jsonl --out labelled.jsonl --llm-url http://vllm:8000/v1 --model base",
-    "train": "metabgm train labelled.jsonl --base meta-llama/Meta-Llama-3-8B-Instruct --out adapters/",
+    "train": "metabgm train --out adapters/\n"
+    "  metabgm train labelled.jsonl --base meta-llama/Meta-Llama-3-8B-Instruct --out adapters/",
 }
 
 
