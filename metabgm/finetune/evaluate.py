@@ -17,6 +17,10 @@ Rules:
   captions that are not the attributes' template caption, and the prior's own template caption
   scored against the same references; p50/p95 latency per stage.
 - Greedy decoding, one case at a time (repeatable).
+- `--agreement`: the served adapter is the trained one. On the dev split, both engines' raw
+  greedy replies to the same messages (transformers with the PEFT adapter on the float32 base,
+  llama.cpp with the GGUF adapter on the Q4_1 base, no grammar) are scored against the same
+  references; the table states the difference, and how often the texts are identical.
 """
 
 from __future__ import annotations
@@ -171,6 +175,69 @@ def lora_systems(n_adapters: int = 2) -> dict[str, tuple[list[dict], list[dict]]
             "adapter": (lora_field(n_adapters, 0), lora_field(n_adapters, 1))}  # fmt: skip
 
 
+MAX_NEW = {"narrator": 64, "describer": 200}
+
+
+def hf_replies(adapters: Path, stage: str, examples: list, threads: int | None = None) -> list[str]:
+    """Greedy replies of the trained PEFT adapter on the float32 base, by transformers."""
+    import torch
+    from peft import PeftModel
+
+    from .train import PACKAGED, load
+
+    model, tok = load(PACKAGED, threads)
+    model = PeftModel.from_pretrained(model, str(adapters / stage)).eval()
+    out = []
+    with torch.no_grad():
+        for messages, _ in examples:
+            ids = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+            gen = model.generate(**ids, max_new_tokens=MAX_NEW[stage], do_sample=False)
+            out.append(tok.decode(gen[0][ids["input_ids"].shape[1] :], skip_special_tokens=True).strip())
+    return out
+
+
+def served_replies(url: str, stage: str, examples: list) -> list[str]:
+    """Greedy replies of the GGUF adapter on the Q4_1 base, by the embedded server (no grammar)."""
+    import httpx
+
+    from metabgm_shared.llmserver import lora_field
+
+    lora = lora_field(2, 0 if stage == "narrator" else 1)
+    out = []
+    for messages, _ in examples:
+        body = {"model": stage, "messages": messages, "max_tokens": MAX_NEW[stage], "temperature": 0, "lora": lora}
+        resp = httpx.post(f"{url}/chat/completions", json=body, timeout=120)
+        resp.raise_for_status()
+        out.append(resp.json()["choices"][0]["message"]["content"].strip())
+    return out
+
+
+def agreement(adapters: Path, split: str, limit: int, directory: Path, wn=None) -> dict:
+    """The served adapter is the trained one: both engines' raw replies scored against the same
+    references (and how often they are the same text). llama.cpp runs on the quantized weights, so
+    exact greedy agreement is not expected; the scores should be within a few points."""
+    from metabgm.local import EmbeddedLLM
+
+    from .train import pairs
+
+    wn = wn if wn is not None else metrics.wordnet()
+    examples = {st: pairs(st, split, directory)[: limit or None] for st in ("narrator", "describer")}
+    hf = {st: hf_replies(adapters, st, ex) for st, ex in examples.items()}
+    flags = [x for st in ("narrator", "describer") for x in ("--lora", str(adapters / f"{st}.gguf"))]
+    with EmbeddedLLM(None, "--parallel", "1", *flags) as url:
+        served = {st: served_replies(url, st, ex) for st, ex in examples.items()}
+    out = {}
+    for st, ex in examples.items():
+        refs_ = [t for _, t in ex]
+        a, b = metrics.score(hf[st], refs_, wn), metrics.score(served[st], refs_, wn)
+        out[st] = {"n": len(ex), "transformers": a, "llama_cpp": b,
+                   "difference": {k: round(b[k] - a[k], 2) for k in a},
+                   "same_text_pct": pct([x == y for x, y in zip(hf[st], served[st], strict=True)]),
+                   "samples": [{"transformers": x, "llama_cpp": y} for x, y in list(zip(hf[st], served[st],
+                                                                                        strict=True))[:5]]}  # fmt: skip
+    return out
+
+
 def cmd(args) -> int:
     import json
 
@@ -194,13 +261,15 @@ def cmd(args) -> int:
                       "reference_n": len(reference), "corpus_sha256": corpus.digest(args.corpus or corpus.DEFAULT_DIR),
                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                       "seconds": round(time.time() - started, 1)}  # fmt: skip
+    if args.agreement:
+        result["agreement"] = agreement(args.adapters, "dev", args.limit, args.corpus or corpus.DEFAULT_DIR)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     manifest = args.adapters / "manifest.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text())
         m["evaluation"] = {"meta": result["meta"], "split": result["split"]["rows"],
-                           "reference": result["reference"]["rows"]}  # fmt: skip
+                           "reference": result["reference"]["rows"], "agreement": result.get("agreement")}  # fmt: skip
         manifest.write_text(json.dumps(m, indent=2) + "\n")
     for part in ("split", "reference"):
         for row in result[part]["rows"]:
@@ -219,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--corpus", type=Path, default=None, help="corpus folder (default: data/finetune)")
     ev.add_argument("--limit", type=int, default=0, help="first N cases of the split and of the reference set")
     ev.add_argument("--out", type=Path, default=Path("bench/results/llm_finetune.json"), help="results JSON")
+    ev.add_argument("--agreement", action="store_true", help="also: transformers against llama.cpp on the dev split")
     return cmd(ev.parse_args(argv))
 
 
