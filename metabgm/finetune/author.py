@@ -220,11 +220,16 @@ def slots(scene: CharacterizedScene, rng: random.Random) -> dict[str, str]:
     return {k: v for k, v in s.items() if v}
 
 
+# "in the beach" reads wrong: shores and rivers take their own prepositions.
+PREPOSITIONS = re.compile(r"\bin the (beach|snowy beach|stony shore|river|frozen river)\b")
+
+
 def _fill(template: str, s: dict[str, str]) -> str | None:
     needed = re.findall(r"{(\w+)}", template)
     if any(n not in s for n in needed):
         return None
-    return template.format(**{n: s[n] for n in needed})
+    text = template.format(**{n: s[n] for n in needed})
+    return PREPOSITIONS.sub(lambda m: ("by the " if "river" in m.group(1) else "on the ") + m.group(1), text)
 
 
 def extras(scene: CharacterizedScene, s: dict[str, str]) -> list[list[str]]:
