@@ -42,7 +42,10 @@ def test_ungrounded_names_are_refused(scene, text, word):
     ("scene", "text"),
     [
         ("the End", "You drift across the pale islands of the End while endermen stare past you."),
-        ("night ambush at low health", "Zombies and a skeleton drive you back between dark trees. You are nearly spent."),
+        (
+            "night ambush at low health",
+            "Zombies and a skeleton drive you back between dark trees. You are nearly spent.",
+        ),
         ("thunderstorm over the hills", "Lightning splits the sky above the hills, and you hunch against the storm."),
         ("the Nether", "A piglin watches you pick your way across the Nether wastes."),
         ("deep in a cave", "You feel your way through the cave, dripstone hanging over your head."),
