@@ -149,6 +149,9 @@ def test_urgent_change_under_a_saturated_llm_gets_music_in_time(stack: Stack, ev
         ),
     )
     until(lambda: client.zcount(Keys.inflight_all, time.time() * 1000, "+inf") >= LLM_CAP, "the LLM never filled")
+    for i in range(6):  # the crowd hears its first music; the LLM still works on refining it
+        events.wait(f"crowd{i}", refined=False)
+    assert client.zcount(Keys.inflight_all, time.time() * 1000, "+inf") >= LLM_CAP - 1
     (scene,) = post(stack, window("hero", 1, hostile_total=3.0, entities=[{"type": "zombie", "count": 3.0}],
                                   events={"attacked": 80.0}))  # fmt: skip
     at, music = events.wait("hero", timeout=30, scene_id=scene, refined=False)
