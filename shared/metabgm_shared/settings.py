@@ -34,6 +34,8 @@ class Common(BaseSettings):
     heartbeat_s: float = Field(5.0, gt=0)
     # A job whose worker stops renewing its lease (the worker died) runs again after this.
     lost_job_s: float = Field(30.0, gt=0, description="a job lost with its worker runs again after this")
+    # A worker whose queue holds jobs while it has taken none for this long restarts itself.
+    consumer_stall_s: float = Field(30.0, gt=0, description="an idle consumer with work waiting exits after this")
     # Per-player keys (memory, narratives, feedback) live this long after their last write.
     player_ttl_s: float = Field(7 * 86400.0, ge=60, description="lifetime of an idle player's state")
     # The degradation ladder (metabgm_shared.ladder): scene change -> music is a budget kept at any load.

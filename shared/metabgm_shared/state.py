@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import socket
 import threading
 import time
@@ -50,6 +51,8 @@ from .contracts import (
     Preferences,
     parse_event,
 )
+
+log = logging.getLogger(__name__)
 
 PREFIX = "metabgm"
 DAY = 86400.0
@@ -598,6 +601,7 @@ class Heartbeat:
                  on_lost: Callable[[str, Job], None] | None = None) -> None:  # fmt: skip
         self.r, self.stage, self.every_s = client, stage, every_s
         self.players, self.on_lost = players, on_lost
+        self.checks: list[Callable[[], object]] = []  # run on every beat (the consumer's watchdog)
         self.member = f"{stage}:{socket.gethostname()}:{threading.get_native_id()}"
         self._running: set[str] = set()
         self._lock = threading.Lock()
@@ -618,6 +622,8 @@ class Heartbeat:
         now = time.time()
         pipe = self.r.pipeline().zadd(HEARTBEATS, {self.member: now + 3 * self.every_s})
         pipe.zremrangebyscore(HEARTBEATS, 0, now - 3600).execute()
+        for check in self.checks:
+            check()
         if self.players is None:
             return
         with self._lock:
@@ -630,9 +636,12 @@ class Heartbeat:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            # The broker may be away; the beat lapsing is then the signal.
-            with contextlib.suppress(redis.RedisError):
+            try:
                 self.beat()
+            except redis.RedisError:
+                pass  # the broker is away; the beat lapsing is then the signal
+            except Exception:  # noqa: BLE001 - handing back a lost job failed (the broker restarting): next beat
+                log.exception("heartbeat of %s: a beat failed", self.stage)
             self._stop.wait(self.every_s)
 
     def stop(self) -> None:

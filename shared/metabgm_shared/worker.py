@@ -126,7 +126,11 @@ class Pipeline:
             # window would then change nothing. Its player's window counts as a first scene.
             self.players.forget_scene(job.player_key)
         log.warning("%s: job %s lost with its worker; sent again", stage, job.job_id)
-        send(self.app, stage, job.model_dump(mode="json"))
+        try:
+            send(self.app, stage, job.model_dump(mode="json"))
+        except Exception:
+            self.players.start_job(stage, job)  # leased again: a later beat hands it back
+            raise
 
     @contextlib.contextmanager
     def running(self, stage: str, job: Job) -> Iterator[None]:
@@ -251,6 +255,11 @@ class Progress:
             started = min(self._running.values(), default=None)
         return 0.0 if started is None else self.clock() - started
 
+    def running(self) -> int:
+        """How many tasks run now."""
+        with self._lock:
+            return len(self._running)
+
     def alive(self) -> bool:
         return self.oldest_s() <= self.deadline_s
 
@@ -269,6 +278,37 @@ def watchdog(progress: Progress, every_s: float, exit: Callable[[int], None] = o
     thread = threading.Thread(target=watch, name="watchdog", daemon=True)
     thread.start()
     return thread
+
+
+def consumer_watchdog(
+    waiting: Callable[[], int],
+    progress: Progress,
+    stall_s: float,
+    exit: Callable[[int], None] = os._exit,
+    clock: Callable[[], float] = time.monotonic,
+) -> Callable[[], bool]:
+    """A consumer that stopped taking work while its queue holds some (seen after a broker
+    restart: the worker beats, its consumer never fetches again) ends the process (exit status
+    75) once that has lasted `stall_s`, so that `up` or the orchestrator starts it afresh. Returns
+    the check, for the heartbeat to run on each beat."""
+    idle_since: list[float | None] = [None]
+
+    def check() -> bool:
+        try:
+            stuck = waiting() > 0 and progress.running() == 0
+        except redis.RedisError:
+            stuck = False  # the broker itself is away: nothing to judge
+        if not stuck:
+            idle_since[0] = None
+            return False
+        idle_since[0] = idle_since[0] or clock()
+        if clock() - idle_since[0] < stall_s:
+            return False
+        log.error("jobs wait on this worker's queue and it took none for %.0f s: exiting", stall_s)
+        exit(75)
+        return True
+
+    return check
 
 
 class _Server(ThreadingMixIn, WSGIServer):
@@ -314,6 +354,7 @@ def serve(rt: Runtime, stage: str, fn: Stage, *, concurrency: int = 4) -> None:
         serve_metrics(rt.settings.metrics_port, progress, rt.settings.metrics_host)
     watchdog(progress, every_s=min(5.0, rt.settings.task_deadline_s / 4))
     heartbeat = Heartbeat(rt.redis, stage, rt.settings.heartbeat_s, rt.players, rt.pipeline.recover)
+    heartbeat.checks.append(consumer_watchdog(lambda: rt.redis.llen(stage), progress, rt.settings.consumer_stall_s))
     rt.pipeline.tracker = heartbeat
     heartbeat.start()
     try:

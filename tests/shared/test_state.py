@@ -336,3 +336,26 @@ def test_no_module_but_state_spells_a_key():
     spelled = [str(p.relative_to(root)) for p in sources
                if p.name != "state.py" and any(m in p.read_text() for m in marks)]  # fmt: skip
     assert spelled == []
+
+
+def test_a_consumer_that_stopped_taking_work_restarts_its_worker():
+    """After a broker restart a worker may beat on while its consumer never fetches again: with
+    jobs waiting and none taken for the stall time, it exits so its supervisor starts it afresh."""
+    from metabgm_shared.worker import Progress, consumer_watchdog
+
+    clock, exits, waiting = Clock(), [], [3]
+    progress = Progress(300, clock=clock)
+    check = consumer_watchdog(lambda: waiting[0], progress, stall_s=30, exit=exits.append, clock=clock)
+    check()
+    clock.now += 20
+    with progress.task():  # taking work: not stuck
+        assert check() is False
+    clock.now += 20
+    check()
+    clock.now += 29
+    assert check() is False and exits == []
+    clock.now += 2
+    assert check() is True and exits == [75]
+    waiting[0], exits[:] = 0, []
+    clock.now += 100
+    assert check() is False and exits == []  # an idle worker with nothing waiting is fine
