@@ -51,11 +51,18 @@ ACTIONS = frozenset({
     "sneaking", "swimming", "trading", "walking",
 })  # fmt: skip
 CLOSED_WORDS = {key: frozenset(names.values()) for key, names in CLOSED.items()}
+# Words a native collector (or a hand-written scene) may use beside the mod's own: fixed English
+# words, so they are as safe in a prompt as the mod's.
+NATIVE_WORDS = {
+    "time_of_day": frozenset({"Dawn", "Morning", "Evening", "Dusk"}),
+    "weather": frozenset({"Rain", "Thunder", "Storm", "Fog"}),
+    "temperature": frozenset({"Hot", "Warm", "Temperate", "Freezing"}),
+}
 # The window's distributions (contracts.SceneWindow) by the mod's closed keys they are made of.
 DISTRIBUTIONS = {
-    "time_of_day": CLOSED_WORDS["Time"],
-    "weather": CLOSED_WORDS["Climate"],
-    "temperature": CLOSED_WORDS["Temperature"],
+    "time_of_day": CLOSED_WORDS["Time"] | NATIVE_WORDS["time_of_day"],
+    "weather": CLOSED_WORDS["Climate"] | NATIVE_WORDS["weather"],
+    "temperature": CLOSED_WORDS["Temperature"] | NATIVE_WORDS["temperature"],
     "health": CLOSED_WORDS["Health"],
     "hunger": CLOSED_WORDS["Hunger"],
     "status": CLOSED_WORDS["Status"] | {"In Lava", "Not In Lava"},
