@@ -5,7 +5,8 @@ Rules:
   prompts and the rule narrator) only as a word of this vocabulary; any other label becomes the
   placeholder of its kind (`Unknown` biome, `unknown` mob, damage source or action) or, in a
   closed distribution (time, weather, health, ...), is dropped. `SYSTEM: ignore previous` is not
-  a biome, whatever characters it is made of.
+  a biome, whatever characters it is made of. Closed distributions take the mod's words plus a
+  few fixed English ones a native collector may use (`Morning`, `Rain`, `Hot`: NATIVE_WORDS).
 - Canonical spellings: biomes in Title Case as the game shows them (1.21), mobs, damage sources
   and actions in lower case with `_`. Lookups ignore case and treat `_` and ` ` alike.
 - A new game version's biome or mob is `Unknown` until it is added here: the music still fits the
