@@ -4,7 +4,8 @@ bench/musicgen_gpu.py and the LLM stage bench on one.
     .venv/bin/python bench/capacity_h100.py [--llm-tokens-per-s 2500] [--musicgen-x-realtime 40]
 
 Measured here (bench/results): completion tokens per narrate and describe call (llm_stages.json),
-scene changes and clip-cache misses per player-hour (savings.json). Assumed (flags, defaults
+scene changes and MusicGen clip-cache misses per player-hour (savings.json). Every change is
+counted on the full LLM path (an upper bound: the ladder serves some without it). Assumed (flags, defaults
 written into the result): the aggregate decode rate of a 7-8B model in vLLM on one H100 at a
 batch of 64, prompt tokens per call (prefill counted at a tenth of a decoded token's cost), and
 MusicGen-small's fp16 audio seconds per compute second summed over a batch of 32. The GPU is
@@ -24,7 +25,7 @@ def project(args: argparse.Namespace) -> dict:
     sav = json.loads((RESULTS / "savings.json").read_text())
     hours = sav["players"] * sav["minutes"] / 60
     changes_ph = sav["counts"]["changes"] / hours
-    renders_ph = sav["counts"]["renders"] / hours
+    renders_ph = sav["counts"]["renders_musicgen"] / hours  # MusicGen's cache keys include the caption
     clip_s = sav["counts"]["rendered_audio_s"] / max(1, sav["counts"]["renders"])
     tokens = llm["narrate"] + llm["describe"] + 2 * args.prompt_tokens * 0.1
     llm_changes_per_s = args.llm_tokens_per_s * args.llm_share / tokens
@@ -57,7 +58,7 @@ def main() -> None:
     table = [
         "| | per H100 (projection) |", "| --- | --- |",
         f"| scene changes per player-hour (measured, fleet sim) | {r['measured']['changes_per_player_hour']} |",
-        f"| clip renders per player-hour after the cache (measured) | {r['measured']['renders_per_player_hour']} |",
+        f"| MusicGen renders per player-hour after the cache (measured) | {r['measured']['renders_per_player_hour']} |",
         f"| LLM: scene changes per second | {r['llm_changes_per_s']} |",
         f"| MusicGen: clips per second | {r['renders_per_s']} |",
         f"| players the LLM half serves | {r['players_by_llm']} |",

@@ -68,7 +68,10 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
 
 
 def run(players: int, duration: float, seed: int) -> dict:
-    env = {"METABGM_LLM_MAX_INFLIGHT": "0", "METABGM_CLIP_BARS": "1"}
+    # The collector quotas are for tenants; one bench collector brings the whole fleet.
+    env = {"METABGM_LLM_MAX_INFLIGHT": "0", "METABGM_CLIP_BARS": "1",
+           "METABGM_COLLECTOR_NEW_PLAYERS_PER_MIN": "1000000", "METABGM_COLLECTOR_WINDOWS_PER_MIN": "10000000",
+           "METABGM_COLLECTOR_RATE_PER_S": "1000"}  # fmt: skip
     stages = ("ingest", "describe", "synth")
     with tempfile.TemporaryDirectory() as tmp, Stack(Path(tmp), port=free_port(), stages=stages,
                                                      llm_url="http://127.0.0.1:9/v1", env=env) as stack:  # fmt: skip
