@@ -11,7 +11,8 @@ Precedence, lowest to highest:
    clamped here all the same (source "mixed" when anything had to be clamped or replaced).
 3. The player's preferences, applied last by rules (the LLM never sees them): `avoid` removes
    instruments (or a genre's instruments), `favour` adds them, `intensity_cap` caps intensity.
-4. A listener's skip (`decision.skip`) moves to the next key and music mode the bounds allow and
+4. A listener's skip (`decision.skip`) moves to another key and music mode the bounds allow (one at
+   most a step away on the circle of fifths when the bounds have one, per the prior's rule 6) and
    to palette instruments that were not playing, before the preferences.
 5. The transition follows the change decision: no previous music or a skip -> crossfade; an urgent change
    into combat or danger -> cut; any other urgent change -> crossfade; the same music mode,
@@ -50,7 +51,7 @@ from metabgm_shared.contracts import (
 )
 from metabgm_shared.instruments import INSTRUMENTS, NAMES
 from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
-from metabgm_shared.prior import GENRES, Prior, clamp, continuity, prior
+from metabgm_shared.prior import GENRES, Prior, clamp, continuity, fifths_distance, prior
 from metabgm_shared.settings import Describer
 from metabgm_shared.stages import LLM_RUNGS
 from metabgm_shared.state import Players
@@ -182,12 +183,13 @@ def vary(attrs: dict, p: Prior, previous: MusicDescription | None) -> dict:
 
     fresh = [i for i in b.palette if i not in previous.instruments]
     instruments = (fresh + [i for i in attrs["instruments"] if i not in fresh])[: max(1, len(attrs["instruments"]))]
-    return {
-        **attrs,
-        "key": after(list(b.keys), previous.key),
-        "mode": after([m.value for m in b.modes], previous.mode),
-        "instruments": instruments,
-    }
+    key, mode = after(list(b.keys), previous.key), after([m.value for m in b.modes], previous.mode)
+    # Rule 6 (continuity) holds for a skip too: prefer another key of the bounds a step away at most.
+    here = (previous.key, str(previous.mode))
+    near = [(k, m.value) for m in b.modes for k in b.keys if k != previous.key and fifths_distance(here, (k, m)) <= 1]
+    if near:
+        key, mode = min(near, key=lambda km: (km[1] == str(previous.mode), fifths_distance(here, km)))
+    return {**attrs, "key": key, "mode": mode, "instruments": instruments}
 
 
 def transition(decision: Decision | None, scene: CharacterizedScene, previous: MusicDescription | None,
