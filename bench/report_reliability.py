@@ -37,7 +37,8 @@ def keys_table() -> list[str]:
 def faults_table(result: dict) -> list[str]:
     rows = ["### Faults tried", "", f"`{result['command']}` on {result['machine']}, {result['date']}, commit "
             f"`{result['commit']}` (short settings: lost job 3 s, LLM deadline 3 s per call).", "",
-            "| fault | tries | back (s) | music after (s, worst) | players | silent | lost | other |",
+            "| fault | tries | back and healthy (s) | music / recovered after (s, worst) | players | silent | lost "
+            "| other |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
     groups: dict[str, list[dict]] = {}
     for row in result["faults"]:
@@ -49,9 +50,11 @@ def faults_table(result: dict) -> list[str]:
                                            "music_after_s", "recovered_after_s", "resumed_after_s")
                  if (x := r.get(k)) is not None]  # fmt: skip
         backs = [r["back_s"] for r in tries if r.get("back_s") is not None]
+        unhealthy = sum(1 for r in tries if "back_s" in r and r["back_s"] is None)
+        back = f"{max(backs) if backs else '-'}" + (f" ({unhealthy} not healthy within 60 s)" if unhealthy else "")
         other = sorted({f"{k}={r[k]}" for r in tries for k in OTHER if k in r})
         rows.append(
-            f"| {fault} | {len(tries)} | {max(backs) if backs else '-'} | {max(worst) if worst else '-'} | "
+            f"| {fault} | {len(tries)} | {back} | {max(worst) if worst else '-'} | "
             f"{sum(r.get('players', r.get('acknowledged', 1)) for r in tries)} | "
             f"{sum(r.get('silent', r.get('silent_after', 0)) for r in tries)} | "
             f"{sum(r.get('lost', 0) for r in tries)} | "
@@ -67,7 +70,14 @@ def faults_table(result: dict) -> list[str]:
 def load_table(result: dict) -> list[str]:
     s, c = result["steady"], result["churn"]
     rss = " ".join(f"{k} {s['rss_mb_start'][k]}->{s['rss_mb_end'][k]}" for k in s["rss_mb_start"])
-    return ["### Load", "", f"`{result['command']}` on {result['machine']}, {result['date']}, commit "
+    end_q = result["series"]["steady"][-1]["queues"]
+    churn_end = result["series"]["churn"][-1]
+    scale = (f"Asked for 1,000 players for 10 minutes and 100,000 distinct players; run here at {s['players']} players "
+             f"for {s['seconds'] / 60:.0f} minutes and {c['distinct_players']} distinct players, on a machine whose 2 "
+             "cores other benches shared.")  # fmt: skip
+    notes = [f"- Queues at the end of the steady run: {end_q}; after the churn and one player lifetime: "
+             f"{churn_end['queues']}, {churn_end['keys']} keys."]  # fmt: skip
+    return ["### Load", "", scale, "", f"`{result['command']}` on {result['machine']}, {result['date']}, commit "
             f"`{result['commit']}`. Backends: {result['backends']}.", "",
             f"- {s['players']} players for {s['seconds']:.0f} s: {s['sent']} windows accepted, {s['errors']} errors "
             f"(HTTP {s['http_statuses']}); queue maxima {s['queue_max']}.",
@@ -75,8 +85,8 @@ def load_table(result: dict) -> list[str]:
             f"- Redis used memory {s['redis_used_mb_start']} -> {s['redis_used_mb_end']} MB "
             f"(max {s['redis_used_mb_max']}).",
             f"- {c['distinct_players']} distinct players coming and going: Redis {c['redis_used_mb_start']} MB at the "
-            f"start, {c['redis_used_mb_max']} MB at most, {c['redis_used_mb_end']} MB once their keys expired "
-            f"({c['keys_end']} keys left); {c['errors']} errors."]  # fmt: skip
+            f"start, {c['redis_used_mb_max']} MB at most, {c['redis_used_mb_end']} MB one player lifetime later "
+            f"({c['keys_end']} keys left); {c['errors']} errors.", *notes]  # fmt: skip
 
 
 def section() -> str:
@@ -92,6 +102,10 @@ def section() -> str:
 
 
 def write() -> None:
+    for name, table in (("reliability", faults_table), ("load", load_table)):
+        path = RESULTS / f"{name}.json"
+        if path.exists():  # the short markdown next to each result
+            (RESULTS / f"{name}.md").write_text("\n".join([f"# {name}", "", *table(json.loads(path.read_text())), ""]))
     text = DOC.read_text() if DOC.exists() else "# Reliability\n"
     if BEGIN in text:
         head, rest = text.split(BEGIN, 1)
