@@ -230,9 +230,13 @@ class Ladder:
         self.players.deliver(job.window.server_id, job.window.player_id, now)
         observe_served(job, Rung.cached, self.clock())
 
+    def has_room(self) -> bool:
+        """Pre-generation is on and the synth has nothing waiting."""
+        return self.s.pregenerate and self.r.llen(BY_NAME["synth"].queue) == 0
+
     def pregenerate(self, job: Job, reason: str, scene: CharacterizedScene, urgent: bool) -> bool:
         """Render an anticipated scene into the cache while the synth is idle; once per player and scene."""
-        if not self.s.pregenerate or self.r.llen(BY_NAME["synth"].queue) > 0:
+        if not self.has_room():
             return False
         key = Keys.pregen(job.player_key, signature(scene))
         if not self.r.set(key, reason, nx=True, ex=max(1, int(self.s.pregen_ttl_s))):

@@ -55,7 +55,7 @@ class IngestStage:
         return job.model_copy(update={"scene": scene, "decision": decision})
 
     def pregenerate(self, job: Job, scene: CharacterizedScene) -> None:
-        if self.ladder is None:
+        if self.ladder is None or not self.ladder.has_room():  # asked first: most windows stop here under load
             return
         for ahead in anticipate(job.window, scene.mode):
             future = characterize(ahead.window, self.settings.max_features)
