@@ -140,6 +140,7 @@ def test_urgent_change_under_a_saturated_llm_gets_music_in_time(stack: Stack, ev
     client = redis.Redis.from_url(stack.redis_url)
     post(stack, window("hero", 0))
     events.wait("hero", refined=False)
+    until(lambda: not client.exists(Keys.inflight("mf:hero")), "the hero's first scene never left the LLM")
     # A crowd of first scenes, all in one place (one render, shared through the cache): their
     # refinements fill the LLM (at most LLM_CAP at once).
     post(stack, *(window(f"crowd{i}", 0, biome={"Desert": 100.0}) for i in range(6)))
