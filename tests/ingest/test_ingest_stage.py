@@ -31,9 +31,15 @@ def test_burst_for_one_player_runs_one_scene_and_parks_only_the_newest(redis_url
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and (client.llen("ingest") or not client.exists("metabgm:pending:s:alex")):
         time.sleep(0.05)
-    time.sleep(0.5)  # the last windows taken off the queue are judged
+
+    def parked() -> Job:
+        return Job.model_validate_json(client.get("metabgm:pending:s:alex"))
+
+    # The last windows taken off the queue are still being judged: wait for the worker, not a fixed time.
+    while time.monotonic() < deadline and parked().window.index != 11:
+        time.sleep(0.05)
     assert client.llen("narrate") == 1  # one scene in the pipeline for this player
-    parked = Job.model_validate_json(client.get("metabgm:pending:s:alex"))
+    parked = parked()
     assert parked.window.index == 11  # the newest window, not one overtaken by it
     state = json.loads(client.hget("metabgm:player:s:alex", "change"))
     assert state["seen_at"] == jobs[-1].received_at
