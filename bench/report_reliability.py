@@ -73,8 +73,8 @@ def load_table(result: dict) -> list[str]:
     end_q = result["series"]["steady"][-1]["queues"]
     churn_end = result["series"]["churn"][-1]
     scale = (f"Asked for 1,000 players for 10 minutes and 100,000 distinct players; run here at {s['players']} players "
-             f"for {s['seconds'] / 60:.0f} minutes and {c['distinct_players']} distinct players, on a machine whose 2 "
-             "cores other benches shared.")  # fmt: skip
+             f"for {s['seconds'] / 60:.0f} minutes and {c['distinct_players']} distinct players, on this 2-core "
+             "machine (see the run's line below for what else ran).")  # fmt: skip
     notes = [f"- Queues at the end of the steady run: {end_q}; after the churn and one player lifetime: "
              f"{churn_end['queues']}, {churn_end['keys']} keys."]  # fmt: skip
     return ["### Load", "", scale, "", f"`{result['command']}` on {result['machine']}, {result['date']}, commit "
