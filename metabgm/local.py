@@ -64,6 +64,7 @@ def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None =
 
 BACKOFF_S = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0)  # before restart n of a part that keeps dying
 STABLE_S = 60.0  # a part up this long starts its backoff over
+STOP_GRACE_S = 10.0  # parts still running this long after SIGTERM get SIGKILL (a worker mid-task waits for it)
 # Persistence: every acknowledged write is on disk before Redis answers (a window the gateway
 # acknowledged is a queue entry; a preference is a hash field).
 REDIS_PERSIST = ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
@@ -234,9 +235,10 @@ class Stack:
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S  # one grace for all parts, not one each
         for proc in self.procs.values():
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
