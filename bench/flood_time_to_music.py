@@ -28,18 +28,12 @@ from pathlib import Path
 
 import httpx
 import redis
+from time_to_music import SCENES  # bench/ is on the path when run as a script
 
 from metabgm.local import Stack, free_port
 from metabgm_shared.settings import Common, Secrets
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENES = [
-    {"biome": {"Plains": 100.0}, "time_of_day": {"Day": 100.0}, "weather": {"Clear": 100.0}},
-    {"biome": {"Nether Wastes": 100.0}, "dimension": "nether"},
-    {"biome": {"Forest": 100.0}, "time_of_day": {"Night": 100.0}, "hostile_total": 3.0,
-     "entities": [{"type": "zombie", "count": 3.0}], "events": {"attacked": 60.0}},
-    {"biome": {"The End": 100.0}, "dimension": "end"},
-]  # fmt: skip
 
 
 def windows(server: str, players: list[str], rnd: int) -> list[dict]:

@@ -1,11 +1,22 @@
 import json
 import time
+from pathlib import Path
 
 import pytest
 import redis
 
 from metabgm_shared.settings import Secrets
 from metabgm_shared.state import channel, player_key
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "instance"
+
+
+@pytest.fixture
+def secrets(data_dir: Path) -> Secrets:
+    return Secrets(data_dir)
 
 
 @pytest.fixture

@@ -23,16 +23,6 @@ from metabgm_shared.state import Players
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "instance"
-
-
-@pytest.fixture
-def secrets(data_dir: Path) -> Secrets:
-    return Secrets(data_dir)
-
-
-@pytest.fixture
 def client(redis_url: str, data_dir: Path, secrets: Secrets):
     settings = Gateway(
         redis_url=redis_url, data_dir=data_dir, required_stages="", link_ttl_s=600, trusted_hosts="testserver"

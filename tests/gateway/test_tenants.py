@@ -24,16 +24,6 @@ NOW = time.time()
 
 
 @pytest.fixture
-def data_dir(tmp_path: Path) -> Path:
-    return tmp_path / "instance"
-
-
-@pytest.fixture
-def secrets(data_dir: Path) -> Secrets:
-    return Secrets(data_dir)
-
-
-@pytest.fixture
 def make_client(redis_url: str, data_dir: Path, secrets: Secrets):
     clients = []
 
