@@ -195,7 +195,7 @@ def kill_worker_mid_job(up: Up, stage: str, music_within_s: float = 60, follow_s
         up.signal("llm", signal.SIGSTOP)
     players: list[str] = []
     try:
-        deadline = time.time() + 15
+        deadline = time.time() + 30  # the ladder may serve the first players without the LLM
         while time.time() < deadline:
             players.append(up.play())
             if _wait(lambda: up.running(stage), 8 if llm_stage else 0.3):
