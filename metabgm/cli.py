@@ -12,7 +12,7 @@ from pathlib import Path
 from metabgm_shared.contracts import IDENT_RE
 from metabgm_shared.settings import Gateway, Secrets
 
-from . import remote
+from . import adapters, remote
 from .evaluation.run import add_commands as add_evaluation_commands
 from .help import texts as help_texts
 from .local import Stack, instance
@@ -52,7 +52,8 @@ def stop_on_signals() -> None:
 
 def cmd_up(args: argparse.Namespace) -> int:
     env = {"METABGM_PUBLIC_URL": args.public_url} if args.public_url else {}
-    stack = Stack(data_dir=args.data_dir, port=args.port, host=args.host, env=env)
+    stack = Stack(data_dir=args.data_dir, port=args.port, host=args.host, env=env,
+                  adapters=adapters.resolve(os.environ.get("METABGM_ADAPTERS"), args.no_adapters))  # fmt: skip
     stop_on_signals()
     started = time.monotonic()
     try:
@@ -143,7 +144,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     stop_on_signals()
     try:
-        return run(args.data_dir, args.out, args.duration, args.window_s, args.port)
+        served = adapters.resolve(os.environ.get("METABGM_ADAPTERS"), args.no_adapters)
+        return run(args.data_dir, args.out, args.duration, args.window_s, args.port, served)
     except KeyboardInterrupt:  # before the session started: the stack has stopped itself
         return 130
 
@@ -160,10 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(fn=fn)
         return p
 
+    def no_adapters(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--no-adapters", action="store_true", help="serve the base model, without the committed "
+                       "LoRA adapters (as METABGM_ADAPTERS=off; METABGM_ADAPTERS=DIR serves others)")  # fmt: skip
+
     up = command("up", cmd_up, "run the whole pipeline on embedded defaults")
     up.add_argument("--port", type=int, default=8000, help="the gateway's port")
     up.add_argument("--host", default="127.0.0.1", help="the address the gateway listens on")
     up.add_argument("--public-url", default="", help="how players and mods reach the gateway, if not host:port")
+    no_adapters(up)
     mod = command("mod-url", cmd_mod_url, "print the URL to put into one player's seed mod URL setting")
     mod.add_argument("--player", help="the player name this URL admits (and no other)")
     mod.add_argument("--shared", action="store_true", help="the one URL for every player (needs opt-in)")
@@ -179,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, help="seconds; default: the whole script")
     demo.add_argument("--window-s", type=float, default=8.0, help="seconds between windows")
     demo.add_argument("--port", type=int, default=8000, help="the gateway's port")
+    no_adapters(demo)
     link = command("link", cmd_link, "print a listen link for one player")
     link.add_argument("player", help="the player's name in the game")
     link.add_argument("--server", help="server id (default: the mod's server, METABGM_MOD_SERVER_ID)")

@@ -29,6 +29,7 @@ from metabgm_shared.settings import Gateway, Secrets
 from metabgm_shared.state import channel, player_key
 from metabgm_synth.audio import encode
 
+from .adapters import Adapters
 from .local import Stack
 
 SERVER = "demo"
@@ -190,10 +191,11 @@ def soundtrack(clips: list[dict], clip_dir: Path, end: float, sr: int = 44100) -
     return out[:cursor]
 
 
-def run(data_dir: Path, out: Path, duration: float | None, window_s: float, port: int) -> int:
+def run(data_dir: Path, out: Path, duration: float | None, window_s: float, port: int,
+        adapters: Adapters | None = None) -> int:  # fmt: skip
     console = Console()
     env = {"METABGM_MIN_DWELL_S": str(window_s), "METABGM_CONFIRM_WINDOWS": "2"}
-    stack = Stack(data_dir=data_dir, port=port, env=env)
+    stack = Stack(data_dir=data_dir, port=port, env=env, adapters=adapters)
     console.print("[bold]Starting MetaBGM[/] (Redis, embedded LLM, workers, gateway)...")
     started = time.monotonic()
     stack.start(timeout=180)

@@ -31,6 +31,7 @@ from pathlib import Path
 import httpx
 import redis as redis_client
 
+from metabgm.adapters import Adapters
 from metabgm_shared.settings import Secrets
 from metabgm_shared.stages import STAGES
 from metabgm_shared.state import Players
@@ -101,6 +102,7 @@ class Stack:
     host: str = "127.0.0.1"
     stages: tuple[str, ...] = tuple(WORKERS)
     llm_url: str | None = None  # an external OpenAI-compatible server instead of the embedded one
+    adapters: Adapters | None = None  # LoRA adapters the embedded server loads (`metabgm.adapters`)
     env: dict[str, str] = field(default_factory=dict)
     quiet: bool = True
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
@@ -148,6 +150,7 @@ class Stack:
         wait_until(lambda: _ping(redis_port), 30, "redis", redis)
 
         env = {
+            **(self.adapters.worker_env() if self.adapters and not self.llm_url else {}),
             **os.environ,
             "METABGM_REDIS_URL": self.redis_url,
             "METABGM_DATA_DIR": str(self.data_dir),
@@ -172,7 +175,8 @@ class Stack:
 
     def _start_llm(self, env: dict[str, str]) -> str:
         port = free_port()
-        proc = self._spawn("llm", [*LLM_SERVER, "--port", str(port)], env)
+        loras = self.adapters.server_args() if self.adapters else []
+        proc = self._spawn("llm", [*LLM_SERVER, "--port", str(port), *loras], env)
         return wait_for_llm(port, proc)
 
     def healthy(self) -> bool:

@@ -76,12 +76,26 @@ class LLM(Common):
     llm_temperature: float = Field(0.7, ge=0, le=2)
     llm_top_p: float = Field(0.9, gt=0, le=1)
     llm_concurrency: int = Field(16, ge=1, description="requests one worker keeps in flight")
+    # The embedded llama.cpp server applies every adapter it loaded unless a request says which, so
+    # with adapters loaded each call names them all, its own stage's on (`llmserver.lora_field`).
+    # vLLM picks an adapter by model name (`narrator_model`) instead: 0 there.
+    llm_lora_adapters: int = Field(0, ge=0, le=8, description="LoRA adapters the embedded LLM server loaded")
+
+    @property
+    def lora_id(self) -> int | None:
+        """This stage's adapter among the embedded server's (None: the base model)."""
+        return None
 
 
 class Narrator(LLM):
     narrator_model: str = "narrator"
     narrator_max_tokens: int = Field(96, ge=16, le=1024)
     narrator_template: str = "narrator/v1"
+    narrator_lora_id: int | None = Field(None, ge=0, description="the narrator's adapter on the embedded server")
+
+    @property
+    def lora_id(self) -> int | None:
+        return self.narrator_lora_id
 
 
 class Describer(LLM):
@@ -89,9 +103,14 @@ class Describer(LLM):
     describer_max_tokens: int = Field(160, ge=32, le=1024)
     describer_template: str = "describer/v1"
     direct_template: str = "direct/v1"
+    describer_lora_id: int | None = Field(None, ge=0, description="the describer's adapter on the embedded server")
     # How far the LLM may move the musical prior; a fine-tuned adapter earns a wider margin.
     prior_tempo_margin_bpm: int = Field(12, ge=0, le=160)
     prior_intensity_margin: float = Field(0.15, ge=0, le=1)
+
+    @property
+    def lora_id(self) -> int | None:
+        return self.describer_lora_id
 
 
 def _cores() -> int:

@@ -26,6 +26,7 @@ from . import metrics
 from .contracts import Job
 from .ladder import Ladder, Stats
 from .llm import Client
+from .llmserver import lora_field
 from .queues import TASKS, make_celery, send
 from .settings import LLM, Common
 from .stages import BY_NAME, LLM_RUNGS, next_stage
@@ -372,7 +373,9 @@ def serve_llm_stage(settings: LLM, stage: str, make: Callable[[Runtime, Client],
     An LLM call is nearly all waiting on I/O, so one worker keeps `llm_concurrency` calls in flight:
     vLLM batches them (many players per forward pass), where a few threads would leave it idle."""
     rt = runtime(settings)
-    client = Client(settings, stage, backlog=lambda: bool(rt.redis.llen(stage)))
+    n = settings.llm_lora_adapters
+    lora = lora_field(n, settings.lora_id) if n else None
+    client = Client(settings, stage, backlog=lambda: bool(rt.redis.llen(stage)), lora=lora)
     try:
         serve(rt, stage, make(rt, client), concurrency=settings.llm_concurrency)
     finally:
