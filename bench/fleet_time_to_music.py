@@ -27,6 +27,7 @@ from report import write_results
 
 from metabgm.fleet import Fleet, Recorder
 from metabgm.local import Stack, free_port
+from metabgm_shared.queues import depths as queue_depths
 from metabgm_shared.settings import Secrets
 from metabgm_shared.stages import NAMES
 from metabgm_shared.state import Keys
@@ -51,11 +52,8 @@ def listen(url: str, rec: Recorder, stop: threading.Event) -> None:
 
 
 def depths(client: redis.Redis, peak: dict[str, int]) -> None:
-    pipe = client.pipeline(transaction=False)
-    for name in NAMES:
-        pipe.llen(name)
-    pipe.zcount(Keys.inflight_all, time.time() * 1000, "+inf")
-    for name, n in zip([*NAMES, "llm_inflight"], pipe.execute(), strict=True):
+    now = {**queue_depths(client, NAMES), "llm_inflight": client.zcount(Keys.inflight_all, time.time() * 1000, "+inf")}
+    for name, n in now.items():
         peak[name] = max(peak.get(name, 0), int(n))
 
 

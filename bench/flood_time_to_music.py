@@ -31,6 +31,7 @@ import redis
 from time_to_music import SCENES  # bench/ is on the path when run as a script
 
 from metabgm.local import Stack, free_port
+from metabgm_shared.queues import depths
 from metabgm_shared.settings import Common, Secrets
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,7 +80,7 @@ def run(players: int, rounds: int, flood: int) -> dict:
                     r.raise_for_status()
                     waits += wait_for_music(pubsub, set(names), sent)
                     time.sleep(2)
-            depth = {q: client.llen(q) for q in ("ingest", "narrate", "describe", "synth")}
+            depth = depths(client)
     waits.sort()
     return {
         "flood_new_players_tried_per_round": flood,

@@ -20,6 +20,7 @@ import httpx
 import redis
 
 from metabgm.local import Stack, free_port
+from metabgm_shared.queues import depth
 from metabgm_shared.settings import Secrets
 
 BIOMES = ["Plains", "Forest", "Ocean", "Desert", "Taiga", "Windswept Hills", "Swamp", "Jungle"]
@@ -60,7 +61,7 @@ def main() -> None:
                 for i in range(0, len(windows), args.batch):
                     http.post("/v1/windows", json={"windows": windows[i : i + args.batch]}).raise_for_status()
                 accepted = time.perf_counter() - started
-                while client.llen("ingest") > 0:
+                while depth(client, "ingest") > 0:
                     time.sleep(0.01)
                 time.sleep(0.2)  # the last tasks taken off the queue finish
                 drained = time.perf_counter() - started

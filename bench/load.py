@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from metabgm import faults
+from metabgm_shared.queues import depths
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -49,7 +50,7 @@ def sample(up: faults.Up, sent: int, errors: int) -> dict:
         "t": round(time.time(), 1),
         "sent": sent,
         "errors": errors,
-        "queues": {q: up.redis.llen(q) for q in QUEUES},
+        "queues": depths(up.redis, QUEUES),
         "redis_used_mb": round(info["used_memory"] / 2**20, 2),
         "rss_mb": {name: rss_mb(pid) for name, pid in parts.items()},
         "keys": up.redis.dbsize(),

@@ -5,11 +5,14 @@ Rules:
 - Deadline: `urgent_deadline_s` for urgent changes (combat, dimension, near death, a first scene,
   a listener's skip), `deadline_s` for the others, counted from the window reaching the gateway.
 - Prediction, from measured costs (`Stats`: per stage an EWMA of the work one job takes and of
-  its wait on the queue, written by every worker) and the load now: a route is predicted as the
-  wait and work of each stage on it; LLM work waits behind every scene in the LLM stages.
+  its wait on the queue in its band, written by every worker) and the load now: a route is
+  predicted as the wait and work of each stage on it; LLM work waits behind every scene in the LLM
+  stages, a render behind the jobs queued in the change's band and the bands before it (`fair`:
+  another collector's flood in a later band does not push a change off its rung).
 - Rungs from the top (`stages.Rung`): full, then describer, when predicted in time and the LLM
   admits the change; else prior (no LLM) when its render is predicted in time, the scene was
-  pre-generated, or there is nothing nearer (and the synth queue is below `synth_max_queue`);
+  pre-generated, or there is nothing nearer (and the synth queue ahead of it is below
+  `synth_max_queue`, so each band is bounded);
   else the nearest clip already made for the same mode and dimension; else the current clip goes
   on (and the player's next window counts as a new scene). A player whose previous scene is still
   in the LLM, a skip and a pre-generated scene go straight to the prior rung.
@@ -22,8 +25,9 @@ Rules:
   room; once half of it is taken, one server takes at most a fair share (the limit over the servers
   with LLM work). Per player only the newest scene waits for the LLM (latest wins in `state`).
 - Pre-generation: while the synth queue is empty, the scenes ingest anticipates are described on
-  the prior rung and rendered into the shared cache, once per player and scene per `pregen_ttl_s`;
-  when that scene comes it takes the prior rung and the cache serves it (counted by reason).
+  the prior rung (in the background band) and rendered into the shared cache, once per player
+  and scene per `pregen_ttl_s`; when that scene comes it takes the prior rung and the cache serves
+  it (counted by reason).
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from celery import Celery
 
 from . import metrics
 from .contracts import CharacterizedScene, Clip, Decision, Job, MusicDescription, NowPlaying
-from .queues import send
+from .fair import BACKGROUND
+from .queues import band_depths, depth, send
 from .settings import Common
-from .stages import BY_NAME, LLM_RUNGS, ROUTES, Rung
+from .stages import BANDS, BY_NAME, LLM_RUNGS, ROUTES, Rung
 from .state import Keys, Players
 
 # Costs assumed before anything was measured (the embedded default's order of magnitude).
@@ -66,25 +71,34 @@ class Stats:
         self.r = client
         self._ewma = client.register_script(_EWMA)
 
-    def observe(self, stage: str, *, work_s: float, wait_s: float | None) -> None:
+    def observe(self, stage: str, *, work_s: float, wait_s: float | None, band: int = 0) -> None:
         self._ewma([Keys.ladder_stats], [f"work:{stage}", work_s, ALPHA])
         if wait_s is not None:
-            self._ewma([Keys.ladder_stats], [f"wait:{stage}", max(0.0, wait_s), ALPHA])
+            self._ewma([Keys.ladder_stats], [wait_field(stage, band), max(0.0, wait_s), ALPHA])
+
+
+def wait_field(stage: str, band: int) -> str:
+    return f"wait:{stage}" if band == 0 else f"wait:{stage}@{band}"
 
 
 @dataclass
 class Load:
-    """What the ladder sees at one moment: measured costs, queue lengths, scenes in the LLM."""
+    """What the ladder sees at one moment: measured costs, queue lengths by band, scenes in the LLM."""
 
     averages: dict[str, float]
-    depth: dict[str, int]
+    bands: dict[str, tuple[int, ...]]  # stage -> jobs waiting in each of `BANDS`
     llm: list[str]  # player keys with a scene in the LLM stages
 
     def work(self, stage: str) -> float:
         return self.averages.get(f"work:{stage}", DEFAULT_WORK.get(stage, 0.0))
 
-    def wait(self, stage: str) -> float:
-        return self.averages.get(f"wait:{stage}", 0.0)
+    def wait(self, stage: str, band: int = 0) -> float:
+        """The measured wait in `band`; a band not measured yet, that of band 0."""
+        return self.averages.get(wait_field(stage, band), self.averages.get(f"wait:{stage}", 0.0))
+
+    def ahead(self, stage: str, band: int) -> int:
+        """Jobs a job sent in `band` waits behind: those of its band and the bands taken before it."""
+        return sum(n for b, n in zip(BANDS, self.bands[stage], strict=True) if b <= band)
 
 
 def signature(scene: CharacterizedScene) -> str:
@@ -117,23 +131,21 @@ class Ladder:
     def load(self) -> Load:
         pipe = self.r.pipeline(transaction=False)
         pipe.hgetall(Keys.ladder_stats)
-        for name in BY_NAME:
-            pipe.llen(BY_NAME[name].queue)
         pipe.zrangebyscore(Keys.inflight_all, self.clock() * 1000, "+inf")
         raw = pipe.execute()
         averages = {k.decode(): float(v) for k, v in raw[0].items()}
-        depth = dict(zip(BY_NAME, (int(n) for n in raw[1:-1]), strict=True))
-        return Load(averages, depth, [m.decode() for m in raw[-1]])
+        return Load(averages, band_depths(self.r), [m.decode() for m in raw[1]])
 
-    def predict(self, rung: Rung, load: Load) -> float:
-        """Seconds from now until a change sent on `rung` has its clip."""
+    def predict(self, rung: Rung, load: Load, band: int = 0) -> float:
+        """Seconds from now until a change sent on `rung` in `band` has its clip."""
         total = 0.0
         for name in ROUTES[rung]:
             stage = BY_NAME[name]
             if stage.llm and rung in LLM_RUNGS:
-                total += load.wait(name) + load.work(name) * (len(load.llm) + 1)
+                total += load.wait(name, band) + load.work(name) * (len(load.llm) + 1)
             elif not stage.llm:
-                total += load.wait(name) + load.work(name) * (1 + load.depth[name] / self.s.synth_parallel)
+                ahead = load.ahead(name, band)
+                total += load.wait(name, band) + load.work(name) * (1 + ahead / self.s.synth_parallel)
         return total
 
     def deadline(self, job: Job) -> float:
@@ -162,14 +174,15 @@ class Ladder:
             metrics.shed.labels(refused).inc()
         else:
             for rung in (Rung.full, Rung.describer):
-                if now + self.predict(rung, load) <= job.deadline_at:
+                if now + self.predict(rung, load, job.band) <= job.deadline_at:
                     return rung
             metrics.shed.labels("deadline").inc()
         nearest = self.r.hexists(Keys.ladder_nearest, nearest_field(job.scene))
-        in_time = now + self.predict(Rung.prior, load) <= job.deadline_at
-        if load.depth["synth"] < self.s.synth_max_queue and (in_time or job.anticipated or not nearest):
+        in_time = now + self.predict(Rung.prior, load, job.band) <= job.deadline_at
+        room = load.ahead("synth", job.band) < self.s.synth_max_queue
+        if room and (in_time or job.anticipated or not nearest):
             return Rung.prior
-        metrics.shed.labels("synth_full" if load.depth["synth"] >= self.s.synth_max_queue else "render").inc()
+        metrics.shed.labels("render" if room else "synth_full").inc()
         return Rung.cached if nearest else Rung.keep
 
     # -- acting ----------------------------------------------------------------------------
@@ -232,7 +245,7 @@ class Ladder:
 
     def has_room(self) -> bool:
         """Pre-generation is on and the synth has nothing waiting."""
-        return self.s.pregenerate and self.r.llen(BY_NAME["synth"].queue) == 0
+        return self.s.pregenerate and depth(self.r, "synth") == 0
 
     def pregenerate(self, job: Job, reason: str, scene: CharacterizedScene, urgent: bool) -> bool:
         """Render an anticipated scene into the cache while the synth is idle; once per player and scene."""
@@ -243,7 +256,8 @@ class Ladder:
             return False
         decision = Decision(changed=True, score=1.0, urgent=urgent, reason=f"anticipated: {reason}")
         ahead = Job(window=job.window, received_at=self.clock(), scene=scene, decision=decision, rung=Rung.prior,
-                    route=list(ROUTES[Rung.prior]), pregen=reason)  # fmt: skip
+                    route=list(ROUTES[Rung.prior]), pregen=reason, collector=job.collector,
+                    band=BACKGROUND)  # fmt: skip
         send(self.app, ahead.route[0], ahead.model_dump(mode="json"))
         metrics.pregenerated.labels(reason).inc()
         return True

@@ -29,6 +29,15 @@ rejected = Counter("metabgm_rejected_total", "Requests or windows refused, by re
 unknown_labels = Counter("metabgm_unknown_labels_total", "Unknown labels in mod windows", ["field"])
 decisions = Counter("metabgm_scene_decisions_total", "Change decisions of the ingest stage", ["changed"])
 queue_depth = Gauge("metabgm_queue_depth", "Jobs waiting on a queue", ["queue"])
+queue_band_depth = Gauge("metabgm_queue_band_depth", "Jobs waiting on a queue by band (0 first)", ["queue", "band"])
+# Fair shares across collectors (`fair`): the band each accepted window went in, and who was put
+# behind the others for sending more than its fair burst this minute.
+band_windows = Counter("metabgm_band_windows_total", "Windows accepted, by the queue band they went in", ["band"])
+deprioritized = Counter(
+    "metabgm_collector_deprioritized_windows_total",
+    "Windows put below band 0: their collector sent more than its fair burst this minute",
+    ["collector"],
+)
 inflight = Gauge("metabgm_inflight_players", "Players with a job in the pipeline")
 stage_live_workers = Gauge("metabgm_stage_live_workers", "Workers of a stage whose heartbeat is live", ["stage"])
 coalesced = Counter("metabgm_coalesced_total", "Pending scenes replaced by a newer one (latest wins)")

@@ -3,19 +3,63 @@
 Delivery is at-least-once: a task is acknowledged after it ran (`acks_late`) and goes back on
 its queue if the worker dies under it (`reject_on_worker_lost`); each worker takes one task at
 a time from the broker (prefetch 1) so slow stages do not hoard work other replicas could do.
+
+Rules:
+- Each stage's queue has priority bands (`stages.BANDS`, kombu's `priority_steps` and `sep` on
+  Redis, set here): band `b` of queue `q` is the Redis list `q` (b = 0) or `q + SEP + b`, and a
+  worker pops the lists in band order (one BRPOP), so a lower band is always taken first; FIFO
+  within a band. A job travels in its own band (`Job.band`, chosen per collector by the gateway,
+  `fair`) at every stage.
+- The depth of a stage's queue is the sum over its bands: read it only through `depth`,
+  `depths` or `band_depths` here, never with a bare `llen(<stage>)`.
 """
 
 from __future__ import annotations
 
 import time
 
+import redis
+import redis.asyncio as aioredis
 from celery import Celery
 from kombu import Queue
 
-from .stages import BY_NAME
+from .stages import BANDS, BY_NAME, SEP, band_keys
 from .stages import NAMES as STAGES
 
 TASKS = {name: stage.task for name, stage in BY_NAME.items()}
+
+
+def band_depths(client: redis.Redis, stages: tuple[str, ...] | list[str] = STAGES) -> dict[str, tuple[int, ...]]:
+    """Jobs waiting per stage and band, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for stage in stages:
+        for key in band_keys(stage):
+            pipe.llen(key)
+    return _split(stages, pipe.execute())
+
+
+def depths(client: redis.Redis, stages: tuple[str, ...] | list[str] = STAGES) -> dict[str, int]:
+    return {stage: sum(bands) for stage, bands in band_depths(client, stages).items()}
+
+
+def depth(client: redis.Redis, stage: str) -> int:
+    """Jobs waiting on a stage's queue, every band."""
+    return depths(client, (stage,))[stage]
+
+
+async def async_band_depths(
+    client: aioredis.Redis, stages: tuple[str, ...] | list[str] = STAGES
+) -> dict[str, tuple[int, ...]]:
+    pipe = client.pipeline(transaction=False)
+    for stage in stages:
+        for key in band_keys(stage):
+            pipe.llen(key)
+    return _split(stages, await pipe.execute())
+
+
+def _split(stages, lengths: list) -> dict[str, tuple[int, ...]]:
+    n = len(BANDS)
+    return {stage: tuple(int(x) for x in lengths[i * n : (i + 1) * n]) for i, stage in enumerate(stages)}
 
 
 def make_celery(redis_url: str, name: str = "metabgm", timeout_s: float = 5.0) -> Celery:
@@ -37,6 +81,8 @@ def make_celery(redis_url: str, name: str = "metabgm", timeout_s: float = 5.0) -
             "visibility_timeout": 900,
             "socket_timeout": timeout_s,
             "socket_connect_timeout": timeout_s,
+            "priority_steps": list(BANDS),
+            "sep": SEP,
         },
         worker_send_task_events=False,
     )
@@ -44,5 +90,6 @@ def make_celery(redis_url: str, name: str = "metabgm", timeout_s: float = 5.0) -
 
 
 def send(app: Celery, stage: str, payload: dict) -> None:
+    """Put a job on a stage's queue, in the job's band."""
     payload["sent_at"] = time.time()  # the next stage measures its queue wait from this
-    app.send_task(TASKS[stage], args=[payload])
+    app.send_task(TASKS[stage], args=[payload], priority=payload.get("band", 0))

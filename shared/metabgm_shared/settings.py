@@ -153,6 +153,9 @@ class Gateway(Common):
     # Tenants and attackers (docs/reliability.md). Quotas count work, not requests, per collector.
     collector_windows_per_min: int = Field(12_000, ge=1, description="windows one collector may post a minute")
     collector_new_players_per_min: int = Field(300, ge=1, description="players a collector may introduce a minute")
+    # Fair shares (`metabgm_shared.fair`): a collector's first this many windows a minute go ahead of
+    # every heavier collector's backlog; beyond it, its windows go in later bands (served, later).
+    fair_burst_windows: int = Field(10, ge=1, description="windows a minute a collector sends in the first band")
     # The servers the `default` collector (the operator's token) may post for: `*` = any server no
     # named collector is bound to.
     default_collector_servers: str = "*"

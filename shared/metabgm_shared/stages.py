@@ -42,6 +42,17 @@ STAGES: tuple[Stage, ...] = (
 )
 BY_NAME = {s.name: s for s in STAGES}
 NAMES = tuple(s.name for s in STAGES)
+# A queue's priority bands (kombu's `priority_steps` and `sep` on Redis, set in `queues`): band b
+# of queue q is the list q (b = 0) or q:band:b, e.g. `synth:band:9` (kombu's own separator is two
+# control bytes: this one reads in redis-cli and KEDA); a worker takes a lower band first (`fair`).
+BANDS = (0, 3, 6, 9)
+SEP = ":band:"
+
+
+def band_keys(stage: str) -> tuple[str, ...]:
+    """The Redis lists holding a stage's queue, band by band, in the order a worker pops them."""
+    queue = BY_NAME[stage].queue if stage in BY_NAME else stage  # a name no stage has: an empty queue
+    return tuple(queue if band == 0 else f"{queue}{SEP}{band}" for band in BANDS)
 
 
 class Rung(StrEnum):

@@ -5,7 +5,8 @@ write; none builds a key.
 Rules:
 - A key is built only by a function of `Keys`; `KEYS` lists each pattern with its lifetime and
   payload, and docs/reliability.md prints that table. The broker's own keys (the Celery queues
-  `ingest`, `narrate`, `describe`, `synth` and kombu's `unacked*`) belong to kombu.
+  `ingest`, `narrate`, `describe`, `synth`, each with its bands `<queue>:band:<n>`
+  (`stages.band_keys`), and kombu's `unacked*`) belong to kombu.
 - Every per-player key has a lifetime: the player hash, the narrative list and the feedback list
   live `player_ttl_s` after their last write (a player sends a window every ~10 s, each one
   rewrites the hash), so players who left do not fill a Redis that runs with `noeviction`.
@@ -51,6 +52,7 @@ from .contracts import (
     Preferences,
     parse_event,
 )
+from .stages import BANDS, band_keys
 
 log = logging.getLogger(__name__)
 
@@ -507,7 +509,7 @@ class PlayerOps:
         now = self.clock()
         calls = (("zrangebyscore", Keys.heartbeats, now, "+inf"),
                  ("zrange", Keys.running_started, 0, -1, Kw(withscores=True)),
-                 ("hgetall", Keys.progress), *(("llen", s) for s in stages))  # fmt: skip
+                 ("hgetall", Keys.progress), *(("llen", k) for s in stages for k in band_keys(s)))  # fmt: skip
 
         def decode(r: list) -> dict[str, StageHealth]:
             live = live_stages(r[0])
@@ -516,7 +518,9 @@ class PlayerOps:
                 oldest.setdefault(member.decode().split("|", 1)[0], started)
             last = {k.decode(): float(v) for k, v in r[2].items()}
             out = {}
-            for stage, waiting in zip(stages, r[3:], strict=True):
+            n = len(BANDS)
+            waiting_by_stage = [sum(r[3 + i * n : 3 + (i + 1) * n]) for i in range(len(stages))]
+            for stage, waiting in zip(stages, waiting_by_stage, strict=True):
                 running_s = now - oldest[stage] if stage in oldest else 0.0
                 idle_s = now - last.get(stage, 0.0)
                 stalled = running_s > stall_s or (waiting > 0 and idle_s > stall_s)

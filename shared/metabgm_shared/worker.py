@@ -27,7 +27,7 @@ from .contracts import Job
 from .ladder import Ladder, Stats
 from .llm import Client
 from .llmserver import lora_field
-from .queues import TASKS, make_celery, send
+from .queues import TASKS, depth, make_celery, send
 from .settings import LLM, Common
 from .stages import BY_NAME, LLM_RUNGS, next_stage
 from .state import Heartbeat, Players
@@ -109,7 +109,7 @@ class Pipeline:
         if out is None or (out.clip is not None and out.clip.cached):
             return
         shared = max(1, self.players.inflight_count()) if llm else 1
-        self.stats.observe(stage, work_s=spent / shared, wait_s=wait)
+        self.stats.observe(stage, work_s=spent / shared, wait_s=wait, band=job.band)
 
     def recover(self, stage: str, job: Job) -> None:
         """A job lost with its worker (its lease lapsed): run again at the same stage, at least
@@ -355,7 +355,7 @@ def serve(rt: Runtime, stage: str, fn: Stage, *, concurrency: int = 4) -> None:
         serve_metrics(rt.settings.metrics_port, progress, rt.settings.metrics_host)
     watchdog(progress, every_s=min(5.0, rt.settings.task_deadline_s / 4))
     heartbeat = Heartbeat(rt.redis, stage, rt.settings.heartbeat_s, rt.players, rt.pipeline.recover)
-    heartbeat.checks.append(consumer_watchdog(lambda: rt.redis.llen(stage), progress, rt.settings.consumer_stall_s))
+    heartbeat.checks.append(consumer_watchdog(lambda: depth(rt.redis, stage), progress, rt.settings.consumer_stall_s))
     rt.pipeline.tracker = heartbeat
     heartbeat.start()
     try:
@@ -375,7 +375,7 @@ def serve_llm_stage(settings: LLM, stage: str, make: Callable[[Runtime, Client],
     rt = runtime(settings)
     n = settings.llm_lora_adapters
     lora = lora_field(n, settings.lora_id) if n else None
-    client = Client(settings, stage, backlog=lambda: bool(rt.redis.llen(stage)), lora=lora)
+    client = Client(settings, stage, backlog=lambda: bool(depth(rt.redis, stage)), lora=lora)
     try:
         serve(rt, stage, make(rt, client), concurrency=settings.llm_concurrency)
     finally:

@@ -16,6 +16,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from metabgm_shared.stages import band_keys
+
 ROOT = Path(__file__).resolve().parents[2]
 K8S_VERSION = "1.30.0"
 CRDS = {
@@ -95,12 +97,13 @@ def test_each_worker_scales_on_its_own_queue(rendered) -> None:
         assert spec["scaleTargetRef"]["name"] == name and name in deploys
         assert "replicas" not in deploys[name]["spec"], f"{name}: replicas would fight KEDA"
         assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
-        (trigger,) = spec["triggers"]
-        assert trigger["type"] == "redis"
-        meta = trigger["metadata"]
-        assert meta["listName"] == QUEUES[name]
-        assert int(meta["listLength"]) > 0
-        assert meta["address"].startswith("redis.") and meta["address"].endswith(":6379")
+        # one trigger per band of the stage's queue, as the workers pop them
+        assert tuple(t["metadata"]["listName"] for t in spec["triggers"]) == band_keys(QUEUES[name])
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "redis"
+            meta = trigger["metadata"]
+            assert int(meta["listLength"]) > 0
+            assert meta["address"].startswith("redis.") and meta["address"].endswith(":6379")
 
 
 def test_disruption_budgets_cover_workers_and_gateway(rendered) -> None:

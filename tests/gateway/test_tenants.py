@@ -4,6 +4,7 @@ The real app on a real Redis; each test names the item of docs/reliability.md it
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -13,12 +14,15 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from prometheus_client import REGISTRY
 from starlette.websockets import WebSocketDisconnect
 
 from metabgm_gateway.app import create_app
 from metabgm_gateway.deps import Links
 from metabgm_gateway.modkeys import player_key
+from metabgm_shared.queues import band_depths, depth
 from metabgm_shared.settings import Gateway, Secrets
+from metabgm_shared.stages import band_keys
 
 NOW = time.time()
 
@@ -82,7 +86,7 @@ def test_a_collector_acts_only_for_its_own_servers(client, data_dir, secrets, br
     # `default`, the operator's token, may not post for a server bound to a named collector
     assert post(secrets.collector_token, window("A", "eve")).status_code == 403
     assert post(secrets.collector_token, window("lan", "eve")).status_code == 200
-    assert broker.llen("ingest") == 4
+    assert depth(broker, "ingest") == 4
 
 
 def test_deployment_tokens_carry_their_servers(make_client, monkeypatch, data_dir):
@@ -104,13 +108,65 @@ def test_one_collector_flooding_new_players_is_capped_and_others_go_on(make_clie
         statuses.append(r.status_code)
         accepted += len(r.json().get("accepted", []))
     assert accepted == 50 and statuses == [200] + [429] * 5
-    assert broker.llen("ingest") == 50
+    assert depth(broker, "ingest") == 50
     # the known players keep their music going; the window quota still holds them
     known = [window("F", f"p0-{i}") for i in range(50)]
     assert len(client.post("/v1/windows", json={"windows": known * 8}, headers=bearer(flood)).json()["accepted"]) == 350
     # another collector (another server's players) is not held back by the flood
     r = client.post("/v1/windows", json={"windows": [window("G", f"g{i}") for i in range(40)]}, headers=bearer(fair))
     assert r.status_code == 200 and len(r.json()["accepted"]) == 40
+
+
+def queued_jobs(broker: redis.Redis, stage: str) -> list[dict]:
+    """The jobs waiting on a stage's queue, band by band, oldest first within a band."""
+    return [json.loads(base64.b64decode(json.loads(m)["body"]))[0][0]
+            for key in band_keys(stage) for m in reversed(broker.lrange(key, 0, -1))]  # fmt: skip
+
+
+def test_a_floods_windows_go_behind_other_collectors_and_jobs_carry_their_collector(make_client, secrets, broker):
+    client = make_client(fair_burst_windows=10, mod_shared_key=True)
+    deprioritized = lambda: (
+        REGISTRY.get_sample_value(  # noqa: E731
+            "metabgm_collector_deprioritized_windows_total", {"collector": "flood"}
+        )
+        or 0.0
+    )
+    before = deprioritized()
+    flood, fair = secrets.add_collector("flood", ("F",)), secrets.add_collector("fair", ("G",))
+    ws = [window("F", f"f{i}") for i in range(120)]
+    assert len(client.post("/v1/windows", json={"windows": ws}, headers=bearer(flood)).json()["accepted"]) == 120
+    assert client.post("/v1/windows", json={"windows": [window("G", "g")]}, headers=bearer(fair)).status_code == 200
+    base = f"/mod/{secrets.mod_key}/api/input"
+    assert client.post(f"{base}/add-player", json={"PlayerName": "alex"}).json()["state"] == 1
+    data = {"PlayerName": "alex", "Data": {"Biome": {"plains": 100}}}
+    assert client.post(f"{base}/add-player-data", json=data).json()["state"] == 1
+    # the flood's first 10 windows this minute, then everyone's first ones; the rest of the flood after
+    assert band_depths(broker, ("ingest",))["ingest"] == (12, 30, 80, 0)
+    jobs = queued_jobs(broker, "ingest")
+    assert [(j["collector"], j["band"]) for j in jobs[10:12]] == [("fair", 0), ("mod:default", 0)]
+    assert {(j["collector"], j["band"]) for j in jobs[12:]} == {("flood", 3), ("flood", 6)}
+    assert deprioritized() - before == 110  # what operators see of it
+    scrape = make_client(peer="127.0.0.1").get("/metrics").text
+    assert 'metabgm_queue_band_depth{band="6",queue="ingest"} 80.0' in scrape
+
+
+def test_ingest_takes_another_collectors_window_before_a_floods_backlog(make_client, secrets, broker, spawn_worker):
+    client = make_client(fair_burst_windows=10)
+    flood, fair = secrets.add_collector("flood", ("F",)), secrets.add_collector("fair", ("G",))
+    ws = [window("F", f"f{i}") for i in range(150)]
+    assert len(client.post("/v1/windows", json={"windows": ws}, headers=bearer(flood)).json()["accepted"]) == 150
+    assert client.post("/v1/windows", json={"windows": [window("G", "g")]}, headers=bearer(fair)).status_code == 200
+    events = broker.pubsub()
+    events.psubscribe("metabgm:events:*")
+    spawn_worker("metabgm_ingest", "ingest")  # a real Celery worker, started once the backlog is queued
+    judged: list[str] = []
+    deadline = time.monotonic() + 60
+    while "G" not in judged and time.monotonic() < deadline:
+        msg = events.get_message(ignore_subscribe_messages=True, timeout=1)
+        if msg and json.loads(msg["data"])["type"] == "scene":
+            judged.append(json.loads(msg["data"])["server_id"])
+    assert "G" in judged and judged.index("G") <= 20  # behind the flood's first burst only, not its 150
+    assert depth(broker, "ingest") > 0  # the flood's backlog was still waiting
 
 
 # -- 3. the mod endpoint: 4xx in the mod's shape, nothing half-processed -------------------------------
@@ -134,7 +190,7 @@ def test_the_mod_endpoint_answers_bad_windows_in_its_shape_and_queues_nothing(ma
     r = client.post(f"{base}/add-player-data", content=body, headers={"Content-Type": "application/json"})
     assert 400 <= r.status_code < 500 and r.headers["content-type"] == "application/json"
     assert r.json()["state"] == 0 and isinstance(r.json()["data"], str) and r.json()["data"]
-    assert broker.llen("ingest") == 0
+    assert depth(broker, "ingest") == 0
     time.sleep(0.05)
     assert [m for m in iter(lambda: events.get_message(timeout=0.05), None) if m["type"] == "message"] == []
 
@@ -263,7 +319,7 @@ def test_replayed_and_out_of_order_windows_are_refused(make_client, secrets, sam
     assert client.post(f"{base}/add-player-data", json=body).status_code == 200
     replayed = client.post(f"{base}/add-player-data", json=body)
     assert replayed.status_code == 409 and replayed.json()["state"] == 0
-    assert broker.llen("ingest") == 3
+    assert depth(broker, "ingest") == 3
 
 
 # -- 6. nothing secret in the gateway's log ---------------------------------------------------------

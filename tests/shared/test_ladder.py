@@ -14,7 +14,7 @@ from metabgm_shared.contracts import Clip, Decision, Job, MusicDescription, Scen
 from metabgm_shared.ladder import Ladder, Load, Stats, nearest_field, remember
 from metabgm_shared.queues import make_celery
 from metabgm_shared.settings import Common
-from metabgm_shared.stages import NAMES, ROUTES, STAGES, Rung, next_stage
+from metabgm_shared.stages import BANDS, NAMES, ROUTES, STAGES, Rung, next_stage
 from metabgm_shared.state import Keys, Players
 
 NOW = 1_000_000.0
@@ -34,9 +34,10 @@ def change(player: str = "p", server: str = "s", urgent: bool = False, **window)
     return job
 
 
-def load(llm: list[str] | None = None, synth: int = 0, **averages: float) -> Load:
-    depth = dict.fromkeys(NAMES, 0) | {"synth": synth}
-    return Load({k.replace("__", ":"): v for k, v in averages.items()}, depth, llm or [])
+def load(llm: list[str] | None = None, synth: int | tuple[int, ...] = 0, **averages: float) -> Load:
+    """`synth`: jobs waiting in band 0, or per band of `BANDS`."""
+    bands = dict.fromkeys(NAMES, (0,) * len(BANDS)) | {"synth": synth if isinstance(synth, tuple) else (synth, 0, 0, 0)}
+    return Load({k.replace("__", ":"): v for k, v in averages.items()}, bands, llm or [])
 
 
 def test_stages_and_rungs_are_declared_once() -> None:
@@ -115,3 +116,15 @@ def test_busy_players_and_full_synth_take_lower_rungs(redis_url: str) -> None:
     # A render predicted past the deadline also falls to the cached clip when there is one.
     slow_synth = load(["s:x"] * 8, synth=3, work__synth=1.0)
     assert lad.choose(job, slow_synth, busy=False) is Rung.cached
+
+
+def test_another_collectors_backlog_in_a_later_band_does_not_push_a_change_off_its_rung(redis_url: str) -> None:
+    lad = ladder(redis_url, synth_max_queue=4)
+    flooded = load(synth=(0, 0, 0, 300), work__synth=0.1)  # a flood's first scenes, in the last band
+    assert lad.load().bands["synth"] == (0, 0, 0, 0)
+    assert lad.choose(change(urgent=True), flooded, busy=True) is Rung.prior  # nothing ahead of band 0
+    assert lad.predict(Rung.prior, flooded, band=0) == pytest.approx(0.1)
+    flood = change(urgent=True, player="f")
+    flood.band = 9
+    assert lad.choose(flood, flooded, busy=True) is Rung.keep  # the flooder's own backlog bounds it
+    assert lad.predict(Rung.prior, flooded, band=9) == pytest.approx(0.1 * (1 + 300 / lad.s.synth_parallel))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -12,7 +13,7 @@ from celery import Celery
 from fastapi import Depends, Request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from metabgm_shared import metrics
+from metabgm_shared import fair, metrics
 from metabgm_shared.contracts import Event, Job, SceneWindow
 from metabgm_shared.queues import send
 from metabgm_shared.quota import Quota
@@ -66,14 +67,18 @@ class Services:
     quota: Quota
     collectors_seen: dict[str, float] = field(default_factory=dict)
 
-    async def accept(self, window: SceneWindow, source: str, raw: dict | None = None) -> Job:
+    async def accept(self, window: SceneWindow, source: str, *, collector: str, raw: dict | None = None) -> Job:
         """Hand one valid window to the pipeline and to anyone listening for raw windows."""
-        return (await self.accept_many([(window, raw)], source))[0]
+        return (await self.accept_many([(window, raw)], source, collector=collector))[0]
 
-    async def accept_many(self, windows: list[tuple[SceneWindow, dict | None]], source: str) -> list[Job]:
-        """`accept` for a batch: one thread hop to the broker and one Redis round trip for them all."""
+    async def accept_many(
+        self, windows: list[tuple[SceneWindow, dict | None]], source: str, *, collector: str
+    ) -> list[Job]:
+        """`accept` for a batch: one thread hop to the broker and one Redis round trip for them all.
+        `collector` (its quota already counted the batch) picks the queue band of each (`fair`)."""
         started = time.perf_counter()
-        jobs = [Job(window=w) for w, _ in windows]
+        bands = await fair.bands(self.redis, collector, len(windows), time.time(), self.settings.fair_burst_windows)
+        jobs = [Job(window=w, collector=collector, band=b) for (w, _), b in zip(windows, bands, strict=True)]
         # Every message is serialized before any is sent: one that cannot be leaves no trace.
         payloads = [job.model_dump(mode="json") for job in jobs]
         events = [(channel(player_key(w.server_id, w.player_id)), _window_event(w, raw, job.job_id))
@@ -84,6 +89,7 @@ class Services:
             pipe.publish(chan, event)
         await pipe.execute()
         metrics.windows.labels(source).inc(len(jobs))
+        _count_bands(collector, bands)
         elapsed = time.perf_counter() - started
         for _ in jobs:
             metrics.stage_latency.labels("gateway").observe(elapsed)
@@ -96,6 +102,13 @@ class Services:
 
     def seen(self, collector: str) -> None:
         self.collectors_seen[collector] = time.time()
+
+
+def _count_bands(collector: str, bands: list[int]) -> None:
+    for band, n in Counter(bands).items():
+        metrics.band_windows.labels(str(band)).inc(n)
+        if band:
+            metrics.deprioritized.labels(collector).inc(n)
 
 
 def _window_event(window: SceneWindow, raw: dict | None, job_id: str) -> str:

@@ -45,8 +45,8 @@ from metabgm_shared.contracts import (
     Transition,
 )
 from metabgm_shared.ladder import observe_served, remember
+from metabgm_shared.queues import depth
 from metabgm_shared.settings import Synth
-from metabgm_shared.stages import BY_NAME
 from metabgm_shared.state import Players
 
 from .audio import decode, finish
@@ -182,7 +182,7 @@ class SynthStage:
         """Music first: a further section waits while scene changes wait on the synth queue (the
         page loops what it has meanwhile). False once the player's music has moved on."""
         give_up = time.monotonic() + patience_s
-        while self.players.r.llen(BY_NAME["synth"].queue) > 0 and time.monotonic() < give_up:
+        while depth(self.players.r, "synth") > 0 and time.monotonic() < give_up:
             if not self._still_playing(pk, cue_id):
                 return False
             time.sleep(poll_s)

@@ -120,7 +120,7 @@ async def _admit(svc: Services, who: str, valid: list[tuple[int, SceneWindow]], 
 async def post_windows(request: Request, svc: ServicesDep, who: CollectorDep) -> dict:
     valid, rejected = _validate(svc, who, await _batch(request, svc))
     valid = await _admit(svc, who, valid, rejected) if valid else []
-    jobs = await svc.accept_many([(window, None) for _, window in valid], "collector") if valid else []
+    jobs = await svc.accept_many([(window, None) for _, window in valid], "collector", collector=who) if valid else []
     accepted = [{"index": i, "job_id": job.job_id} for (i, _), job in zip(valid, jobs, strict=True)]
     rejected.sort(key=lambda r: r["index"])
     for reason in ("window", "tenant", "quota", "replay"):

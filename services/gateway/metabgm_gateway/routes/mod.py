@@ -78,6 +78,11 @@ async def _player(request: Request, svc: Services, key: str | None) -> tuple[dic
     return body, name
 
 
+def mod_collector(server_id: str) -> str:
+    """The collector the seed mod's players of a server count as (quotas, fair shares, `Job.collector`)."""
+    return f"mod:{server_id}"
+
+
 def _slot(svc: Services, name: str) -> str:
     return Keys.mod_slot(svc.settings.mod_server_id, name)
 
@@ -112,7 +117,7 @@ async def add_player_data(request: Request, svc: Services, key: str | None) -> J
         return reply(exc.detail, exc.status_code)
     await _touch(svc, name)
     svc.seen(f"mod:{name}")
-    job = await svc.accept(window, "mod", raw=raw)
+    job = await svc.accept(window, "mod", collector=mod_collector(window.server_id), raw=raw)
     return reply({"job_id": job.job_id})
 
 
@@ -134,7 +139,7 @@ async def _window(request: Request, svc: Services, key: str | None) -> tuple[Sce
         )
     except ModWindowError as exc:
         raise BadInput(422, f"Data.{exc}") from None
-    over = await svc.quota.take(svc.redis, f"mod:{window.server_id}", [f"{window.server_id}:{name}"], time.time())
+    over = await svc.quota.take(svc.redis, mod_collector(window.server_id), [f"{window.server_id}:{name}"], time.time())
     if over[0] is not None:
         metrics.rejected.labels("quota").inc()
         raise BadInput(429, over[0])

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from metabgm_shared import metrics
-from metabgm_shared.queues import STAGES
+from metabgm_shared.queues import STAGES, async_band_depths
+from metabgm_shared.stages import BANDS
 from metabgm_shared.state import HEARTBEATS, INFLIGHT, MOD_PLAYERS
 
 from ..deps import ServicesDep
@@ -49,8 +50,10 @@ async def healthz(svc: ServicesDep) -> JSONResponse:
 async def prometheus(svc: ServicesDep) -> Response:
     # Gauges that describe shared state are read at scrape time, from Redis.
     try:
-        for queue in STAGES:
-            metrics.queue_depth.labels(queue).set(await svc.redis.llen(queue))
+        for queue, bands in (await async_band_depths(svc.redis)).items():
+            metrics.queue_depth.labels(queue).set(sum(bands))
+            for band, n in zip(BANDS, bands, strict=True):
+                metrics.queue_band_depth.labels(queue, str(band)).set(n)
         metrics.inflight.set(await svc.redis.zcount(INFLIGHT, time.time() * 1000, "+inf"))
         metrics.mod_players.set(await svc.redis.zcount(MOD_PLAYERS, time.time(), "+inf"))
         for part, n in (await svc.players.restarts()).items():
