@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from metabgm_gateway.app import create_app
 from metabgm_gateway.deps import Links
 from metabgm_shared.contracts import CharacterizedScene, Dimension, Job, Mode, Narrated, Narrative, SceneWindow
+from metabgm_shared.queues import depth
 from metabgm_shared.settings import Gateway, Secrets
 from metabgm_shared.state import Heartbeat, PlayerOps, Players
 
@@ -52,7 +53,7 @@ def test_a_skip_enters_at_the_describer_with_the_last_narrative(redis_url, tmp_p
         players.record_narrative("default:alice", Narrated(scene=scene, narrative=narrative))
         assert c.post(f"/listen/{token}/feedback", json={"kind": "skip"}).json()["skipped"] is True
         c.post(f"/listen/{token}/feedback", json={"kind": "skip"})  # pressed again: parked behind the first
-    assert players.r.llen("ingest") == 0 and players.r.llen("narrate") == 0
+    assert depth(players.r, "ingest") == 0 and depth(players.r, "narrate") == 0
     (raw,) = players.r.lrange("describe", 0, -1)
     job = Job.model_validate(json.loads(base64.b64decode(json.loads(raw)["body"]))[0][0])
     assert job.narrative.text == narrative.text and job.scene.mode == Mode.night and job.decision.skip

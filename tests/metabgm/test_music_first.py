@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from metabgm.local import Stack, free_port
+from metabgm_shared.queues import depths
 from metabgm_shared.settings import Secrets
 from metabgm_shared.state import Keys
 
@@ -91,7 +92,7 @@ def until(check, what: str, timeout: float = 90) -> None:
 def settled(client: redis.Redis) -> bool:
     """Nothing in the LLM stages, nothing waiting on a queue."""
     idle = client.zcount(Keys.inflight_all, time.time() * 1000, "+inf") == 0
-    return idle and all(client.llen(q) == 0 for q in ("narrate", "describe", "synth"))
+    return idle and not any(depths(client, ("narrate", "describe", "synth")).values())
 
 
 def test_refinement_keeps_the_key_and_tempo_of_its_scene(stack: Stack, events: Events) -> None:
