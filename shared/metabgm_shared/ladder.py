@@ -23,7 +23,9 @@ Rules:
 - Admission of LLM work sheds the most expensive rungs first: at most `llm_max_inflight` scenes in
   the LLM stages; ordinary changes only up to `llm_ordinary_share` of that, so urgent ones find
   room; once half of it is taken, one server takes at most a fair share (the limit over the servers
-  with LLM work). Per player only the newest scene waits for the LLM (latest wins in `state`).
+  with LLM work), and so does one collector (over the collectors with LLM work: a collector posting
+  for many servers gets no more). Per player only the newest scene waits for the LLM (latest wins in
+  `state`).
 - Pre-generation: while the synth queue is empty, the scenes ingest anticipates are described on
   the prior rung (in the background band) and rendered into the shared cache, once per player
   and scene per `pregen_ttl_s`; when that scene comes it takes the prior rung and the cache serves
@@ -38,7 +40,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import redis
 from celery import Celery
@@ -88,6 +90,7 @@ class Load:
     averages: dict[str, float]
     bands: dict[str, tuple[int, ...]]  # stage -> jobs waiting in each of `BANDS`
     llm: list[str]  # player keys with a scene in the LLM stages
+    collectors: dict[str, str] = field(default_factory=dict)  # of those, who posted their scene
 
     def work(self, stage: str) -> float:
         return self.averages.get(f"work:{stage}", DEFAULT_WORK.get(stage, 0.0))
@@ -134,7 +137,8 @@ class Ladder:
         pipe.zrangebyscore(Keys.inflight_all, self.clock() * 1000, "+inf")
         raw = pipe.execute()
         averages = {k.decode(): float(v) for k, v in raw[0].items()}
-        return Load(averages, band_depths(self.r), [m.decode() for m in raw[1]])
+        llm = [m.decode() for m in raw[1]]
+        return Load(averages, band_depths(self.r), llm, self.players.collectors(llm) if llm else {})
 
     def predict(self, rung: Rung, load: Load, band: int = 0) -> float:
         """Seconds from now until a change sent on `rung` in `band` has its clip."""
@@ -159,11 +163,12 @@ class Ladder:
         limit = cap if urgency(job) == "urgent" else math.floor(cap * self.s.llm_ordinary_share)
         if len(load.llm) >= limit:
             return "llm_full"
-        servers = Counter(pk.split(":", 1)[0] for pk in load.llm)
-        server = job.window.server_id
-        fair = math.ceil(cap / len(servers.keys() | {server}))
-        if len(load.llm) >= cap / 2 and servers[server] >= fair:
+        if len(load.llm) < cap / 2:
+            return None
+        if over_share(Counter(pk.split(":", 1)[0] for pk in load.llm), job.window.server_id, cap):
             return "fair_share"
+        if job.collector is not None and over_share(Counter(load.collectors.values()), job.collector, cap):
+            return "collector_share"
         return None
 
     def choose(self, job: Job, load: Load, *, busy: bool) -> Rung:
@@ -191,7 +196,7 @@ class Ladder:
         pk = job.player_key
         job = job.model_copy(update={"scene_id": job.job_id})
         job.deadline_at = self.deadline(job)
-        self.players.set_scene(pk, job.scene_id)
+        self.players.set_scene(pk, job.scene_id, job.collector)
         if self.s.pregenerate:
             raw = self.r.get(Keys.pregen(pk, signature(job.scene)))
             job.anticipated = raw.decode() if raw else None
@@ -261,6 +266,11 @@ class Ladder:
         send(self.app, ahead.route[0], ahead.model_dump(mode="json"))
         metrics.pregenerated.labels(reason).inc()
         return True
+
+
+def over_share(holders: Counter, who: str, cap: int) -> bool:
+    """Whether `who` already holds its fair share of `cap` among those holding some (and itself)."""
+    return holders[who] >= math.ceil(cap / len(holders.keys() | {who}))
 
 
 def observe_served(job: Job, rung: str, now: float) -> None:

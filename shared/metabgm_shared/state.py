@@ -153,7 +153,7 @@ IDLE_CHANNEL = f"{PREFIX}:events:_"  # the relay keeps its pub/sub connection li
 KEYS: tuple[KeySpec, ...] = (
     KeySpec("metabgm:player:{pk}", "hash", "player_ttl_s after the last write",
             "change=ChangeState, preferences=Preferences, narrated=Narrated, description=MusicDescription, "
-            "now_playing=NowPlaying, scene=id of the newest scene change"),
+            "now_playing=NowPlaying, scene=id of the newest scene change, collector=who posted it"),
     KeySpec("metabgm:narratives:{pk}", "list", "player_ttl_s after the last write", "narrative text, newest first, 3"),
     KeySpec("metabgm:feedback:{pk}", "list", "player_ttl_s after the last write", "Feedback JSON, newest first, 100"),
     KeySpec("metabgm:inflight:{pk}", "string", "inflight_lease_s", "job_id holding the player's turn"),
@@ -364,10 +364,17 @@ class PlayerOps:
     def set_change(self, pk: str, value: ChangeState) -> Op[None]:
         return self._put_model(pk, "change", value)
 
-    def set_scene(self, pk: str, scene_id: str) -> Op[None]:
-        """The player's newest scene change: music made for an older one is no longer played."""
+    def set_scene(self, pk: str, scene_id: str, collector: str | None = None) -> Op[None]:
+        """The player's newest scene change (and the collector that posted it, for the ladder's fair
+        shares): music made for an older one is no longer played."""
         key = Keys.player(pk)
-        return Op((("hset", key, "scene", scene_id), self._touch(key)), lambda r: None)
+        fields = {"scene": scene_id} | ({"collector": collector} if collector else {})
+        return Op((("hset", key, Kw(mapping=fields)), self._touch(key)), lambda r: None)
+
+    def collectors(self, pks: list[str]) -> Op[dict[str, str]]:
+        """The collector of each player's newest scene change; players without one are left out."""
+        calls = tuple(("hget", Keys.player(pk), "collector") for pk in pks)
+        return Op(calls, lambda r: {pk: v.decode() for pk, v in zip(pks, r, strict=True) if v})
 
     def current_scene(self, pk: str) -> Op[str | None]:
         return Op((("hget", Keys.player(pk), "scene"),), lambda r: r[0].decode() if r[0] else None)

@@ -128,3 +128,21 @@ def test_another_collectors_backlog_in_a_later_band_does_not_push_a_change_off_i
     flood.band = 9
     assert lad.choose(flood, flooded, busy=True) is Rung.keep  # the flooder's own backlog bounds it
     assert lad.predict(Rung.prior, flooded, band=9) == pytest.approx(0.1 * (1 + 300 / lad.s.synth_parallel))
+
+
+def test_one_collector_cannot_take_the_llm_from_the_others_across_servers(redis_url: str) -> None:
+    lad = ladder(redis_url, llm_max_inflight=8)
+    llm = [f"s{i}:p" for i in range(4)] + ["own:a"]  # half the LLM: one collector's players on four servers
+    for pk in llm:
+        lad.players.set_scene(pk, "scene", "fair" if pk == "own:a" else "flood")
+        lad.r.zadd(Keys.inflight_all, {pk: (NOW + 60) * 1000})
+    seen = lad.load()
+    assert seen.collectors == dict.fromkeys(llm[:4], "flood") | {"own:a": "fair"}
+    more = change(server="s9")  # a fifth server: within its server's share, past its collector's
+    more.collector = "flood"
+    assert lad.llm_refusal(more, seen) == "collector_share"
+    more.collector = None  # a change no collector posted (a listener's skip) is held to the server rule only
+    assert lad.llm_refusal(more, seen) is None
+    fair = change(server="own", player="b")
+    fair.collector = "fair"
+    assert lad.llm_refusal(fair, seen) is None
