@@ -6,7 +6,8 @@ The whole local pipeline (embedded LLM, CPU renderer). Two collectors, each boun
 server: `fair` has `--players` players who change scene every round (an urgent change: dimension
 or combat flips); `flood` tries `--flood` new players in six requests before each round and has
 every player it got in change scene too. The gateway's quotas cap what the flood brings in; the
-pipeline's admission (fair share per server) keeps the rest. Run twice, without and with the
+queue bands (`metabgm_shared.fair`: past its fair burst a collector's windows wait behind the
+others' at every stage) and the ladder's fair shares keep the rest. Run twice, without and with the
 flood; reported: the fair players' window -> now_playing times against the urgent-change budget
 (`METABGM_URGENT_DEADLINE_S`), and what the gateway answered the flood. Writes
 bench/results/flood_time_to_music.json and .md.
@@ -32,7 +33,7 @@ from time_to_music import SCENES  # bench/ is on the path when run as a script
 
 from metabgm.local import Stack, free_port
 from metabgm_shared.queues import depths
-from metabgm_shared.settings import Common, Secrets
+from metabgm_shared.settings import Common, Gateway, Secrets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,6 +60,7 @@ def flood_round(http: httpx.Client, token: str, admitted: set[str], tries: int, 
 
 def run(players: int, rounds: int, flood: int) -> dict:
     waits: list[float] = []
+    by_round: list[list[float]] = []
     answers: Counter = Counter()
     admitted: set[str] = set()
     with tempfile.TemporaryDirectory() as tmp:
@@ -78,7 +80,9 @@ def run(players: int, rounds: int, flood: int) -> dict:
                     r = http.post("/v1/windows", json={"windows": windows("fair", names, rnd)},
                                   headers={"Authorization": f"Bearer {fair}"})  # fmt: skip
                     r.raise_for_status()
-                    waits += wait_for_music(pubsub, set(names), sent)
+                    got = wait_for_music(pubsub, set(names), sent)
+                    waits += got
+                    by_round.append(sorted(round(w, 2) for w in got))
                     time.sleep(2)
             depth = depths(client)
     waits.sort()
@@ -91,6 +95,7 @@ def run(players: int, rounds: int, flood: int) -> dict:
         "window_to_music_median_s": round(statistics.median(waits), 2) if waits else None,
         "window_to_music_p95_s": round(waits[int(0.95 * (len(waits) - 1))], 2) if waits else None,
         "window_to_music_max_s": round(waits[-1], 2) if waits else None,
+        "window_to_music_by_round_s": by_round,
         "queues_at_end": depth,
     }
 
@@ -129,7 +134,8 @@ def main() -> int:
         "without flood": run(args.players, args.rounds, 0),
         "with flood": run(args.players, args.rounds, args.flood),
     }
-    result = {**provenance(), "urgent_budget_s": budget, "runs": rows}
+    burst = Gateway.model_fields["fair_burst_windows"].default
+    result = {**provenance(), "urgent_budget_s": budget, "fair_burst_windows": burst, "runs": rows}
     (ROOT / "bench" / "results" / "flood_time_to_music.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["| run | flood admitted / tried | flood answers | fair clips | median s | p95 s | max s |",
              "| --- | --- | --- | --- | ---: | ---: | ---: |"]  # fmt: skip
@@ -139,7 +145,8 @@ def main() -> int:
                      f"{r['fair_clips']} of {r['fair_clips_expected']} | {r['window_to_music_median_s']} | "
                      f"{r['window_to_music_p95_s']} | {r['window_to_music_max_s']} |")  # fmt: skip
     head = ["# flood_time_to_music", "", f"- command: `{result['command']}`", f"- machine: {result['machine']}",
-            f"- date: {result['date']}", f"- commit: {result['commit']}", f"- budget: {budget} s", ""]  # fmt: skip
+            f"- date: {result['date']}", f"- commit: {result['commit']}", f"- budget: {budget} s",
+            f"- fair burst: {burst} windows a minute per collector in the first queue band", ""]  # fmt: skip
     (ROOT / "bench" / "results" / "flood_time_to_music.md").write_text("\n".join([*head, *lines, ""]))
     print("\n".join(lines))
     return 0
