@@ -16,7 +16,8 @@ Rules:
   in a row for one player; the describer's schema-valid-and-inside-the-prior rate, the share of
   captions that are not the attributes' template caption, and the prior's own template caption
   scored against the same references; p50/p95 latency per stage.
-- Greedy decoding, one case at a time (repeatable).
+- Greedy decoding. The first `--timed` cases of each part run one at a time (the latency figures
+  are theirs), the rest `--workers` at once on as many server slots.
 - `--agreement`: the served adapter is the trained one. On the dev split, both engines' raw
   greedy replies to the same messages (transformers with the PEFT adapter on the float32 base,
   llama.cpp with the GGUF adapter on the Q4_1 base, no grammar) are scored against the same
@@ -65,15 +66,30 @@ def reference_set() -> list[Ref]:
 def stages(url: str, lora: tuple[list[dict], list[dict]]):
     from metabgm_describer.describe import Describe
     from metabgm_narrator.narrate import NarrateStage
-    from metabgm_shared.llm import Client
     from metabgm_shared.settings import Describer, Narrator
 
     common = {"redis_url": "redis://unused", "llm_base_url": url, "llm_temperature": 0.0, "llm_timeout_s": 120.0,
               "llm_breaker_failures": 1000}  # fmt: skip
     ns = Narrator(**common, narrator_template=corpus.NARRATOR_TEMPLATE)
     ds = Describer(**common, describer_template=corpus.DESCRIBER_TEMPLATE)
-    narrate = NarrateStage(ns, None, Client(ns, "narrate", lora=lora[0]))
-    return narrate, Describe(ds, Client(ds, "describe", lora=lora[1]))
+    narrate = NarrateStage(ns, None, recording(ns, "narrate", lora[0]))
+    return narrate, Describe(ds, recording(ds, "describe", lora[1]))
+
+
+def recording(settings, stage: str, lora: list[dict]):
+    """The stage's own client, keeping the model's last raw reply: the report checks the grounding
+    of what the model wrote, before the guard (which refuses ungrounded replies) could hide it."""
+    from metabgm_shared.llm import Client
+
+    class Recording(Client):
+        last: str | None = None
+
+        def chat(self, *args, **kwargs):
+            reply = super().chat(*args, **kwargs)
+            self.last = reply.text
+            return reply
+
+    return Recording(settings, stage, lora=lora)
 
 
 def template_caption(scene) -> str:
@@ -97,7 +113,9 @@ def one(narrate, describe, r: Ref) -> dict:
     from metabgm_shared.prior import prior, within
 
     c = r.case
+    narrate.client.last = None
     nar = narrate.narrate(c.scene, c.recent)
+    raw = narrate.client.last
     d_ref = describe.describe(c.scene, r.narrative, prefs=c.prefs, previous=c.previous)
     d_two = describe.describe(c.scene, nar.text, prefs=c.prefs, previous=c.previous)
     d_dir = describe.direct(c.scene, prefs=c.prefs, previous=c.previous)
@@ -105,7 +123,8 @@ def one(narrate, describe, r: Ref) -> dict:
     free = c.prefs is None and c.previous is None  # nothing but the LLM moves the attributes
     return {
         "id": c.id, "player": c.player, "step": c.step, "narrative": nar.text, "narrator_source": nar.source,
-        "grounded": ungrounded(nar.text, c.scene) is None, "narrator_s": nar.latency_s,
+        "grounded": ungrounded(nar.text, c.scene) is None, "narrator_s": nar.latency_s, "raw": raw,
+        "raw_grounded": ungrounded(raw, c.scene) is None if raw else None,
         "describer": d_ref.caption, "describer_s": d_ref.latency_s, "describer_source": d_ref.source,
         "inside": within(p, tempo_bpm=d_ref.tempo_bpm, key=d_ref.key, mode=d_ref.mode.value,
                          instruments=list(d_ref.instruments), intensity=d_ref.intensity) if free else None,
@@ -127,8 +146,9 @@ def narrator_checks(items: list[dict]) -> dict:
     pairs = zip(by_player, by_player[1:], strict=False)
     return {"guard_pass_pct": pct([i["narrator_source"] == "llm" for i in items]),
             "grounded_pct": pct([i["grounded"] for i in items]),
+            "raw_grounded_pct": pct([i["raw_grounded"] for i in items if i["raw_grounded"] is not None]),
             "repeats_in_a_row": sum(a["player"] == b["player"] and a["narrative"] == b["narrative"] for a, b in pairs),
-            **latency([i["narrator_s"] for i in items])}  # fmt: skip
+            **latency([i["narrator_s"] for i in items if i["timed"]])}  # fmt: skip
 
 
 def describer_checks(items: list[dict]) -> dict:
@@ -136,7 +156,8 @@ def describer_checks(items: list[dict]) -> dict:
     return {"inside_prior_pct": pct(checked), "inside_checked": len(checked),
             "own_caption_pct": pct([i["own_caption"] for i in items]),
             "llm_pct": pct([i["describer_source"] == "llm" for i in items]),
-            **latency([i["describer_s"] for i in items])}  # fmt: skip
+            **latency([i["describer_s"] for i in items if i["timed"]]),
+            "latency_n": sum(i["timed"] for i in items)}  # fmt: skip
 
 
 def rows(system: str, items: list[dict], rs: list[Ref], wn) -> list[dict]:
@@ -150,22 +171,38 @@ def rows(system: str, items: list[dict], rs: list[Ref], wn) -> list[dict]:
 
 
 def evaluate(url: str, rs: list[Ref], systems: dict[str, tuple[list[dict], list[dict]]], wn=None,
-             on_item: Callable[[], None] = lambda: None) -> dict:  # fmt: skip
+             workers: int = 1, timed: int = 30, on_item: Callable[[], None] = lambda: None) -> dict:  # fmt: skip
     wn = wn if wn is not None else metrics.wordnet()
     table = [{"system": "prior template", "task": "describer", "n": len(rs),
               **metrics.score([template_caption(r.case.scene) for r in rs], [r.caption for r in rs], wn)}]  # fmt: skip
     samples = []
     for name, lora in systems.items():
-        narrate, describe = stages(url, lora)
         started = time.monotonic()
-        items = []
-        for r in rs:
-            items.append(one(narrate, describe, r))
-            on_item()
+        items = run_cases(url, lora, rs, workers, timed, on_item)
         table += rows(name, items, rs, wn)
         table[-4]["seconds"] = round(time.monotonic() - started, 1)
         samples += [{"system": name, **i} for i in items]
     return {"rows": table, "samples": samples, "median_chars": statistics.median(len(r.narrative) for r in rs)}
+
+
+def run_cases(url: str, lora, rs: list[Ref], workers: int, timed: int, on_item) -> list[dict]:
+    """The first `timed` cases one at a time (the report's latencies are theirs), the rest `workers`
+    at once (the server decodes them as one batch); results in the order of `rs`."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    local = threading.local()
+
+    def case(r: Ref, alone: bool) -> dict:
+        if not hasattr(local, "stages"):
+            local.stages = stages(url, lora)
+        item = one(*local.stages, r) | {"timed": alone}
+        on_item()
+        return item
+
+    items = [case(r, True) for r in rs[:timed]]
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        return items + list(pool.map(lambda r: case(r, False), rs[timed:]))
 
 
 def lora_systems(n_adapters: int = 2) -> dict[str, tuple[list[dict], list[dict]]]:
@@ -255,10 +292,14 @@ def cmd(args) -> int:
     reference = reference_set()[: args.limit or None]
     started = time.time()
     flags = [x for p in loras for x in ("--lora", str(p))]
-    with EmbeddedLLM(args.data_dir / "logs" / "eval-finetune-llm.log", "--parallel", "1", *flags) as url:
-        result = {"split": evaluate(url, split, lora_systems()), "reference": evaluate(url, reference, lora_systems())}
+    server = ("--parallel", str(max(1, args.workers)), "--threads", str(args.threads), *flags)
+    with EmbeddedLLM(args.data_dir / "logs" / "eval-finetune-llm.log", *server) as url:
+        result = {part: evaluate(url, rs, lora_systems(), workers=args.workers, timed=args.timed)
+                  for part, rs in (("split", split), ("reference", reference))}  # fmt: skip
     result["meta"] = {"adapters": str(args.adapters), "split": args.split, "n": len(split),
-                      "reference_n": len(reference), "corpus_sha256": corpus.digest(args.corpus or corpus.DEFAULT_DIR),
+                      "reference_n": len(reference), "workers": args.workers, "server_threads": args.threads,
+                      "latency": f"the first {args.timed} cases of each part, one at a time",
+                      "corpus_sha256": corpus.digest(args.corpus or corpus.DEFAULT_DIR),
                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                       "seconds": round(time.time() - started, 1)}  # fmt: skip
     if args.agreement:
@@ -288,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--corpus", type=Path, default=None, help="corpus folder (default: data/finetune)")
     ev.add_argument("--limit", type=int, default=0, help="first N cases of the split and of the reference set")
     ev.add_argument("--out", type=Path, default=Path("bench/results/llm_finetune.json"), help="results JSON")
+    ev.add_argument("--workers", type=int, default=4, help="cases in flight at once (server slots)")
+    ev.add_argument("--threads", type=int, default=2, help="the embedded server's decoding threads")
+    ev.add_argument("--timed", type=int, default=30, help="cases run one at a time for the latency figures")
     ev.add_argument("--agreement", action="store_true", help="also: transformers against llama.cpp on the dev split")
     return cmd(ev.parse_args(argv))
 
