@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -249,4 +249,7 @@ def run(data_dir: Path, out: Path, duration: float | None, window_s: float, port
     (out / "session.json").write_text(json.dumps(rec.log, indent=1))
     heard = {n: len(rec.views[n].clips) for n in SCRIPTS}
     console.print(f"Wrote soundtracks and session.json to {out}: clips per player {heard}")
+    sources = Counter(e["data"]["source"] for e in rec.log if e["type"] == "narrative")
+    served = f"LoRA adapters from {adapters.folder}" if adapters else "the base model, no adapters"
+    console.print(f"Narratives: {sources['llm']} written by the LLM ({served}), {sources['fallback']} by the rules")
     return 0 if all(heard.values()) else 1

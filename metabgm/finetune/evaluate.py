@@ -303,7 +303,7 @@ def cmd(args) -> int:
                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                       "seconds": round(time.time() - started, 1)}  # fmt: skip
     if args.agreement:
-        result["agreement"] = agreement(args.adapters, "dev", args.limit, args.corpus or corpus.DEFAULT_DIR)
+        result["agreement"] = agreement(args.adapters, "dev", args.agreement_n, args.corpus or corpus.DEFAULT_DIR)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     manifest = args.adapters / "manifest.json"
@@ -333,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--threads", type=int, default=2, help="the embedded server's decoding threads")
     ev.add_argument("--timed", type=int, default=30, help="cases run one at a time for the latency figures")
     ev.add_argument("--agreement", action="store_true", help="also: transformers against llama.cpp on the dev split")
+    ev.add_argument("--agreement-n", type=int, default=40, help="dev examples per stage for --agreement (0: all)")
     return cmd(ev.parse_args(argv))
 
 

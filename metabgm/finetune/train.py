@@ -117,6 +117,7 @@ def train_stage(stage: str, base: str, s: LoraSettings, out: Path, directory: Pa
     model, tok = load(base, threads)
     loaded = time.monotonic() - started
     report = train(model, tok, pairs(stage, "train", directory), out / stage, s, on_step)
+    (out / stage / "README.md").unlink(missing_ok=True)  # PEFT's blank model card: the manifest says it all
     report["load_seconds"] = round(loaded, 1)
     report["seconds_per_step"] = round(report["seconds"] / max(1, report["steps"]), 2)
     if base == PACKAGED:

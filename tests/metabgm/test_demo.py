@@ -51,3 +51,7 @@ def test_demo_runs_end_to_end(tmp_path):
         audio, sr = sf.read(out / f"{player}.ogg")
         assert len(audio) / sr > 5 and np.abs(audio).max() > 0.05
     assert "/listen/" in proc.stdout
+    # The committed adapters are served by default, each stage on the prompt it was trained on.
+    narratives = [e["data"] for e in log if e["type"] == "narrative"]
+    assert narratives and {n["template"] for n in narratives} == {"narrator/compact1"}
+    assert "LoRA adapters from" in proc.stdout
