@@ -299,10 +299,11 @@ class Job(BaseModel):
     pregen: str | None = None  # anticipated scene (why): rendered into the cache, played to nobody
     anticipated: str | None = None  # this change was pre-generated (why)
     sent_at: float | None = None  # put on its current queue at (epoch s)
-    # Who posted the window (a collector's name, `mod:<server>` for the seed mod) and the queue band
-    # it travels in at every stage (`queues.BANDS`; lower goes first), chosen per collector (`fair`).
+    # Who posted the window (a collector's name, `mod:<server>` for the seed mod) and its rank that
+    # minute (`fair`: 0 within the collector's fair burst, 1 past it, 2 far past it: a flood); the
+    # rank orders the job behind lighter collectors' work of its kind at every stage.
     collector: str | None = None
-    band: int = Field(0, ge=0, le=9)
+    rank: int = Field(0, ge=0, le=2)
 
     @property
     def player_key(self) -> str:

@@ -8,7 +8,7 @@ Rules:
   its wait on the queue in its band, written by every worker) and the load now: a route is
   predicted as the wait and work of each stage on it; LLM work waits behind every scene in the LLM
   stages, a render behind the jobs queued in the change's band and the bands before it (`fair`:
-  another collector's flood in a later band does not push a change off its rung).
+  refinements and another collector's flood, in later bands, do not push a change off its rung).
 - Rungs from the top (`stages.Rung`): full, then describer, when predicted in time and the LLM
   admits the change; else prior (no LLM) when its render is predicted in time, the scene was
   pre-generated, or there is nothing nearer (and the synth queue ahead of it is below
@@ -27,7 +27,7 @@ Rules:
   for many servers gets no more). Per player only the newest scene waits for the LLM (latest wins in
   `state`).
 - Pre-generation: while the synth queue is empty, the scenes ingest anticipates are described on
-  the prior rung (in the background band) and rendered into the shared cache, once per player
+  the prior rung (in the last band) and rendered into the shared cache, once per player
   and scene per `pregen_ttl_s`; when that scene comes it takes the prior rung and the cache serves
   it (counted by reason).
 """
@@ -47,7 +47,7 @@ from celery import Celery
 
 from . import metrics
 from .contracts import CharacterizedScene, Clip, Decision, Job, MusicDescription, NowPlaying
-from .fair import BACKGROUND
+from .fair import job_band
 from .queues import band_depths, depth, send
 from .settings import Common
 from .stages import BANDS, BY_NAME, LLM_RUNGS, ROUTES, Rung
@@ -179,12 +179,12 @@ class Ladder:
             metrics.shed.labels(refused).inc()
         else:
             for rung in (Rung.full, Rung.describer):
-                if now + self.predict(rung, load, job.band) <= job.deadline_at:
+                if now + self.predict(rung, load, job_band(job)) <= job.deadline_at:
                     return rung
             metrics.shed.labels("deadline").inc()
         nearest = self.r.hexists(Keys.ladder_nearest, nearest_field(job.scene))
-        in_time = now + self.predict(Rung.prior, load, job.band) <= job.deadline_at
-        room = load.ahead("synth", job.band) < self.s.synth_max_queue
+        in_time = now + self.predict(Rung.prior, load, job_band(job)) <= job.deadline_at
+        room = load.ahead("synth", job_band(job)) < self.s.synth_max_queue
         if room and (in_time or job.anticipated or not nearest):
             return Rung.prior
         metrics.shed.labels("render" if room else "synth_full").inc()
@@ -261,8 +261,7 @@ class Ladder:
             return False
         decision = Decision(changed=True, score=1.0, urgent=urgent, reason=f"anticipated: {reason}")
         ahead = Job(window=job.window, received_at=self.clock(), scene=scene, decision=decision, rung=Rung.prior,
-                    route=list(ROUTES[Rung.prior]), pregen=reason, collector=job.collector,
-                    band=BACKGROUND)  # fmt: skip
+                    route=list(ROUTES[Rung.prior]), pregen=reason, collector=job.collector)  # fmt: skip
         send(self.app, ahead.route[0], ahead.model_dump(mode="json"))
         metrics.pregenerated.labels(reason).inc()
         return True

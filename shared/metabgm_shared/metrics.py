@@ -30,12 +30,11 @@ unknown_labels = Counter("metabgm_unknown_labels_total", "Unknown labels in mod 
 decisions = Counter("metabgm_scene_decisions_total", "Change decisions of the ingest stage", ["changed"])
 queue_depth = Gauge("metabgm_queue_depth", "Jobs waiting on a queue", ["queue"])
 queue_band_depth = Gauge("metabgm_queue_band_depth", "Jobs waiting on a queue by band (0 first)", ["queue", "band"])
-# Fair shares across collectors (`fair`): the band each accepted window went in, and who was put
-# behind the others for sending more than its fair burst this minute.
-band_windows = Counter("metabgm_band_windows_total", "Windows accepted, by the queue band they went in", ["band"])
+# Fair shares across collectors (`fair`): who was put behind the others for sending more than its
+# fair burst this minute.
 deprioritized = Counter(
     "metabgm_collector_deprioritized_windows_total",
-    "Windows put below band 0: their collector sent more than its fair burst this minute",
+    "Windows ranked behind other collectors': their collector sent more than its fair burst this minute",
     ["collector"],
 )
 inflight = Gauge("metabgm_inflight_players", "Players with a job in the pipeline")

@@ -8,8 +8,8 @@ Rules:
 - Each stage's queue has priority bands (`stages.BANDS`, kombu's `priority_steps` and `sep` on
   Redis, set here): band `b` of queue `q` is the Redis list `q` (b = 0) or `q + SEP + b`, and a
   worker pops the lists in band order (one BRPOP), so a lower band is always taken first; FIFO
-  within a band. A job travels in its own band (`Job.band`, chosen per collector by the gateway,
-  `fair`) at every stage.
+  within a band. `send` puts a job in the band `fair.band_of` gives it: first music before
+  refinements before pre-generation, urgent first, then by its collector's rank (`Job.rank`).
 - The depth of a stage's queue is the sum over its bands: read it only through `depth`,
   `depths` or `band_depths` here, never with a bare `llen(<stage>)`.
 """
@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from kombu import Queue
 
+from .fair import band_of
 from .stages import BANDS, BY_NAME, SEP, band_keys
 from .stages import NAMES as STAGES
 
@@ -90,6 +91,6 @@ def make_celery(redis_url: str, name: str = "metabgm", timeout_s: float = 5.0) -
 
 
 def send(app: Celery, stage: str, payload: dict) -> None:
-    """Put a job on a stage's queue, in the job's band."""
+    """Put a job on a stage's queue, in its band (`fair.band_of`)."""
     payload["sent_at"] = time.time()  # the next stage measures its queue wait from this
-    app.send_task(TASKS[stage], args=[payload], priority=payload.get("band", 0))
+    app.send_task(TASKS[stage], args=[payload], priority=band_of(payload))

@@ -44,8 +44,9 @@ BY_NAME = {s.name: s for s in STAGES}
 NAMES = tuple(s.name for s in STAGES)
 # A queue's priority bands (kombu's `priority_steps` and `sep` on Redis, set in `queues`): band b
 # of queue q is the list q (b = 0) or q:band:b, e.g. `synth:band:9` (kombu's own separator is two
-# control bytes: this one reads in redis-cli and KEDA); a worker takes a lower band first (`fair`).
-BANDS = (0, 3, 6, 9)
+# control bytes: this one reads in redis-cli and KEDA); a worker takes a lower band first, and
+# `fair` says which band a job goes in.
+BANDS = tuple(range(10))
 SEP = ":band:"
 
 

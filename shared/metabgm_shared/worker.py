@@ -24,6 +24,7 @@ from prometheus_client import make_wsgi_app
 
 from . import metrics
 from .contracts import Job
+from .fair import job_band
 from .ladder import Ladder, Stats
 from .llm import Client
 from .llmserver import lora_field
@@ -109,7 +110,7 @@ class Pipeline:
         if out is None or (out.clip is not None and out.clip.cached):
             return
         shared = max(1, self.players.inflight_count()) if llm else 1
-        self.stats.observe(stage, work_s=spent / shared, wait_s=wait, band=job.band)
+        self.stats.observe(stage, work_s=spent / shared, wait_s=wait, band=job_band(job))
 
     def recover(self, stage: str, job: Job) -> None:
         """A job lost with its worker (its lease lapsed): run again at the same stage, at least

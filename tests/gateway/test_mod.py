@@ -8,6 +8,8 @@ import httpx
 import redis
 import websockets
 
+from metabgm_shared.queues import depth
+
 
 def test_mod_protocol_end_to_end(ingest_stack, mod_base, sample_window):
     ws_url = mod_base.replace("http://", "ws://") + "/get/new-data/novel2430"
@@ -46,9 +48,9 @@ def test_mod_protocol_end_to_end(ingest_stack, mod_base, sample_window):
     # a changed scene goes on to the narrator's queue
     client = redis.Redis.from_url(ingest_stack.redis_url)
     deadline = time.monotonic() + 5
-    while client.llen("narrate") == 0 and time.monotonic() < deadline:
+    while depth(client, "narrate") == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert client.llen("narrate") == 1
+    assert depth(client, "narrate") == 1
 
     r = httpx.post(f"{mod_base}/api/input/remove-player", json={"PlayerName": "novel2430"})
     assert r.json() == {"state": 1, "data": "player novel2430 removed"}

@@ -6,7 +6,7 @@ import time
 import redis
 
 from metabgm_shared.contracts import Job, SceneWindow
-from metabgm_shared.queues import make_celery, send
+from metabgm_shared.queues import depth, make_celery, send
 
 
 def window(index: int) -> SceneWindow:
@@ -29,7 +29,7 @@ def test_burst_for_one_player_runs_one_scene_and_parks_only_the_newest(redis_url
     for job in jobs:
         send(app, "ingest", job.model_dump(mode="json"))
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and (client.llen("ingest") or not client.exists("metabgm:pending:s:alex")):
+    while time.monotonic() < deadline and (depth(client, "ingest") or not client.exists("metabgm:pending:s:alex")):
         time.sleep(0.05)
 
     def parked() -> Job:
@@ -38,7 +38,7 @@ def test_burst_for_one_player_runs_one_scene_and_parks_only_the_newest(redis_url
     # The last windows taken off the queue are still being judged: wait for the worker, not a fixed time.
     while time.monotonic() < deadline and parked().window.index != 11:
         time.sleep(0.05)
-    assert client.llen("narrate") == 1  # one scene in the pipeline for this player
+    assert depth(client, "narrate") == 1  # one scene in the pipeline for this player
     parked = parked()
     assert parked.window.index == 11  # the newest window, not one overtaken by it
     state = json.loads(client.hget("metabgm:player:s:alex", "change"))
@@ -55,7 +55,7 @@ def test_overtaken_window_is_dropped(redis_url, spawn_worker):
     while time.monotonic() < deadline and not client.hexists("metabgm:player:s:alex", "change"):
         time.sleep(0.05)
     send(app, "ingest", older.model_dump(mode="json"))
-    while time.monotonic() < deadline and client.llen("ingest"):
+    while time.monotonic() < deadline and depth(client, "ingest"):
         time.sleep(0.05)
     time.sleep(0.3)
     state = json.loads(client.hget("metabgm:player:s:alex", "change"))

@@ -36,7 +36,8 @@ def change(player: str = "p", server: str = "s", urgent: bool = False, **window)
 
 def load(llm: list[str] | None = None, synth: int | tuple[int, ...] = 0, **averages: float) -> Load:
     """`synth`: jobs waiting in band 0, or per band of `BANDS`."""
-    bands = dict.fromkeys(NAMES, (0,) * len(BANDS)) | {"synth": synth if isinstance(synth, tuple) else (synth, 0, 0, 0)}
+    none = (0,) * len(BANDS)
+    bands = dict.fromkeys(NAMES, none) | {"synth": synth if isinstance(synth, tuple) else (synth, *none[1:])}
     return Load({k.replace("__", ":"): v for k, v in averages.items()}, bands, llm or [])
 
 
@@ -118,16 +119,17 @@ def test_busy_players_and_full_synth_take_lower_rungs(redis_url: str) -> None:
     assert lad.choose(job, slow_synth, busy=False) is Rung.cached
 
 
-def test_another_collectors_backlog_in_a_later_band_does_not_push_a_change_off_its_rung(redis_url: str) -> None:
+def test_a_flood_and_refinements_in_later_bands_do_not_push_a_change_off_its_rung(redis_url: str) -> None:
     lad = ladder(redis_url, synth_max_queue=4)
-    flooded = load(synth=(0, 0, 0, 300), work__synth=0.1)  # a flood's first scenes, in the last band
-    assert lad.load().bands["synth"] == (0, 0, 0, 0)
+    # a flooding collector's first scenes (rank 2) and 50 refinement renders wait on the synth
+    flooded = load(synth=(0, 0, 300, 0, 0, 0, 50, 0, 0, 0), work__synth=0.1)
+    assert lad.load().bands["synth"] == (0,) * len(BANDS)
     assert lad.choose(change(urgent=True), flooded, busy=True) is Rung.prior  # nothing ahead of band 0
     assert lad.predict(Rung.prior, flooded, band=0) == pytest.approx(0.1)
     flood = change(urgent=True, player="f")
-    flood.band = 9
+    flood.rank = 2
     assert lad.choose(flood, flooded, busy=True) is Rung.keep  # the flooder's own backlog bounds it
-    assert lad.predict(Rung.prior, flooded, band=9) == pytest.approx(0.1 * (1 + 300 / lad.s.synth_parallel))
+    assert lad.predict(Rung.prior, flooded, band=2) == pytest.approx(0.1 * (1 + 300 / lad.s.synth_parallel))
 
 
 def test_one_collector_cannot_take_the_llm_from_the_others_across_servers(redis_url: str) -> None:

@@ -8,7 +8,7 @@ import redis
 
 from metabgm_shared import metrics
 from metabgm_shared.contracts import Clip, Job, MusicDescription, NowPlaying, NowPlayingEvent, SceneWindow
-from metabgm_shared.queues import make_celery
+from metabgm_shared.queues import depth, make_celery
 from metabgm_shared.state import Admission, Players
 from metabgm_shared.worker import Pipeline, run_stage
 
@@ -76,9 +76,9 @@ def test_burst_dispatches_one_then_the_newest(pipeline, players):
     jobs = [job(i) for i in range(10)]
     for j in jobs:
         pipeline.dispatch(j)
-    assert players.r.llen("narrate") == 1
+    assert depth(players.r, "narrate") == 1
     pipeline.finish(jobs[0])
-    assert players.r.llen("narrate") == 2
+    assert depth(players.r, "narrate") == 2
     assert players.r.get("metabgm:pending:s:alex") is None
     # the second message on the queue is the newest window of the burst
     assert _body(players.r.lrange("narrate", 0, 0)[0]).decode().count('"index": 9') == 1
@@ -90,7 +90,7 @@ def test_stale_pending_is_dropped_and_counted(pipeline, players):
     pipeline.dispatch(first)
     pipeline.dispatch(job(2, received_at=time.time() - 3600))
     pipeline.finish(first)
-    assert players.r.llen("narrate") == 1  # only the first went on
+    assert depth(players.r, "narrate") == 1  # only the first went on
     assert metrics.stale_dropped.labels("pending")._value.get() == before + 1
     assert players.inflight_count() == 0
 
@@ -118,7 +118,7 @@ def test_a_failing_stage_frees_the_player_and_does_not_raise(pipeline, players):
 
     players.put(first.player_key, "change", {"accepted": None, "seen_at": 1.0})
     run_stage(pipeline, "synth", boom, first.model_dump(mode="json"))
-    assert players.r.llen("narrate") == 1  # the parked job went on
+    assert depth(players.r, "narrate") == 1  # the parked job went on
     # the failed scene was never heard: the next window counts as a first scene again
     assert players.get(first.player_key, "change") is None
     run_stage(pipeline, "synth", boom, {"not": "a job"})  # malformed payloads are dropped, not raised
@@ -291,7 +291,7 @@ def test_a_lost_job_runs_again_at_its_stage_or_frees_its_player(pipeline, player
     players.put(old.player_key, "change", {"accepted": None, "seen_at": 1.0})
     pipeline.recover("describe", fresh)
     pipeline.recover("describe", old)
-    assert players.r.llen("describe") == 1  # the fresh one, again, at the stage that lost it
+    assert depth(players.r, "describe") == 1  # the fresh one, again, at the stage that lost it
     assert players.get(old.player_key, "change") is None  # the old one: the next window is a new scene
     assert players.inflight_count() == 1
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -75,10 +74,10 @@ class Services:
         self, windows: list[tuple[SceneWindow, dict | None]], source: str, *, collector: str
     ) -> list[Job]:
         """`accept` for a batch: one thread hop to the broker and one Redis round trip for them all.
-        `collector` (its quota already counted the batch) picks the queue band of each (`fair`)."""
+        `collector` (its quota already counted the batch) ranks each (`fair`)."""
         started = time.perf_counter()
-        bands = await fair.bands(self.redis, collector, len(windows), time.time(), self.settings.fair_burst_windows)
-        jobs = [Job(window=w, collector=collector, band=b) for (w, _), b in zip(windows, bands, strict=True)]
+        ranks = await fair.ranks(self.redis, collector, len(windows), time.time(), self.settings.fair_burst_windows)
+        jobs = [Job(window=w, collector=collector, rank=r) for (w, _), r in zip(windows, ranks, strict=True)]
         # Every message is serialized before any is sent: one that cannot be leaves no trace.
         payloads = [job.model_dump(mode="json") for job in jobs]
         events = [(channel(player_key(w.server_id, w.player_id)), _window_event(w, raw, job.job_id))
@@ -89,7 +88,9 @@ class Services:
             pipe.publish(chan, event)
         await pipe.execute()
         metrics.windows.labels(source).inc(len(jobs))
-        _count_bands(collector, bands)
+        behind = sum(r > 0 for r in ranks)
+        if behind:
+            metrics.deprioritized.labels(collector).inc(behind)
         elapsed = time.perf_counter() - started
         for _ in jobs:
             metrics.stage_latency.labels("gateway").observe(elapsed)
@@ -102,13 +103,6 @@ class Services:
 
     def seen(self, collector: str) -> None:
         self.collectors_seen[collector] = time.time()
-
-
-def _count_bands(collector: str, bands: list[int]) -> None:
-    for band, n in Counter(bands).items():
-        metrics.band_windows.labels(str(band)).inc(n)
-        if band:
-            metrics.deprioritized.labels(collector).inc(n)
 
 
 def _window_event(window: SceneWindow, raw: dict | None, job_id: str) -> str:
