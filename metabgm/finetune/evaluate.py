@@ -27,6 +27,7 @@ Rules:
 from __future__ import annotations
 
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,7 +276,34 @@ def agreement(adapters: Path, split: str, limit: int, directory: Path, wn=None) 
     return out
 
 
-def cmd(args) -> int:
+SCORES = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l")
+CHECKS = ("guard_pass_pct", "grounded_pct", "raw_grounded_pct", "repeats_in_a_row", "inside_prior_pct",
+          "own_caption_pct", "llm_pct", "p50_s", "p95_s")  # fmt: skip
+
+
+def markdown(result: dict, command: str) -> str:
+    """The results as a short markdown summary (next to the JSON in bench/results/)."""
+    meta = result["meta"]
+    lines = ["# llm_finetune", "", "Base model against its LoRA adapters (`adapters/embedded`), through the",
+             "stages' own code on the embedded server (greedy decoding, compact templates for both systems).", "",
+             f"- command: `{command}`", f"- date: {meta['at']}, {meta['seconds']:.0f} s",
+             f"- cases: {meta['n']} of the {meta['split']} split, {meta['reference_n']} reference scenes; "
+             f"latency: {meta['latency']}", ""]  # fmt: skip
+    for part in ("split", "reference"):
+        lines += [f"## {meta['split'] if part == 'split' else 'reference set'}", "",
+                  "| system | task | " + " | ".join(SCORES + CHECKS) + " |",
+                  "| --- | --- | " + " | ".join("---:" for _ in SCORES + CHECKS) + " |"]  # fmt: skip
+        for row in result[part]["rows"]:
+            cells = [str(row.get(k, "")) for k in SCORES + CHECKS]
+            lines.append(f"| {row['system']} | {row['task']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    for stage, a in (result.get("agreement") or {}).items():
+        lines.append(f"- agreement, {stage} ({a['n']} dev examples): llama.cpp minus transformers "
+                     f"{a['difference']}; same text {a['same_text_pct']} %")  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def cmd(args, argv: list[str]) -> int:
     import json
 
     from metabgm.evaluation.run import missing
@@ -306,6 +334,7 @@ def cmd(args) -> int:
         result["agreement"] = agreement(args.adapters, "dev", args.agreement_n, args.corpus or corpus.DEFAULT_DIR)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(result, "python -m metabgm.finetune.evaluate " + " ".join(argv)))
     manifest = args.adapters / "manifest.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text())
@@ -334,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--timed", type=int, default=30, help="cases run one at a time for the latency figures")
     ev.add_argument("--agreement", action="store_true", help="also: transformers against llama.cpp on the dev split")
     ev.add_argument("--agreement-n", type=int, default=40, help="dev examples per stage for --agreement (0: all)")
-    return cmd(ev.parse_args(argv))
+    return cmd(ev.parse_args(argv), argv if argv is not None else sys.argv[1:])
 
 
 if __name__ == "__main__":

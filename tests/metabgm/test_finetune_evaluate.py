@@ -1,0 +1,33 @@
+"""The fine-tune report's own arithmetic (`metabgm.finetune.evaluate`): what each check counts."""
+
+import pytest
+
+pytest.importorskip("sacrebleu")
+
+from metabgm.finetune import evaluate as ev  # noqa: E402
+
+
+def item(player: str, step: int, text: str, source: str = "llm", raw_grounded=True, timed=True) -> dict:
+    return {"player": player, "step": step, "narrative": text, "narrator_source": source, "grounded": True,
+            "raw_grounded": raw_grounded, "narrator_s": 0.1 * step, "timed": timed}  # fmt: skip
+
+
+def test_narrator_checks_count_what_the_model_wrote() -> None:
+    items = [
+        item("a", 2, "same"), item("a", 1, "same"),  # the same narrative twice in a row, out of order
+        item("b", 1, "x", source="fallback", raw_grounded=None),  # no reply: not in the raw share
+        item("b", 2, "y", raw_grounded=False, timed=False),  # the guard refused an ungrounded reply
+    ]  # fmt: skip
+    out = ev.narrator_checks(items)
+    assert out["guard_pass_pct"] == 75.0
+    assert out["raw_grounded_pct"] == pytest.approx(66.7)
+    assert out["repeats_in_a_row"] == 1
+    assert out["p95_s"] == 0.2  # the timed cases only
+
+
+def test_the_markdown_carries_every_row() -> None:
+    rows = [{"system": "base", "task": "narrator", "bleu1": 10.0, "guard_pass_pct": 5.0},
+            {"system": "adapter", "task": "narrator", "bleu1": 30.0, "guard_pass_pct": 95.0}]  # fmt: skip
+    meta = {"at": "2026-11-26T00:00:00Z", "seconds": 1.0, "n": 2, "split": "test", "reference_n": 0, "latency": "x"}
+    md = ev.markdown({"meta": meta, "split": {"rows": rows}, "reference": {"rows": []}}, "cmd")
+    assert "| adapter | narrator | 30.0 |" in md and "| base | narrator | 10.0 |" in md
