@@ -58,6 +58,7 @@ llm_latency = Histogram(
 )
 llm_tokens = Counter("metabgm_llm_tokens_total", "LLM tokens", ["stage", "kind"])
 llm_fallbacks = Counter("metabgm_llm_fallbacks_total", "Results produced without the LLM", ["stage"])
+llm_refusals = Counter("metabgm_llm_refusals_total", "LLM replies the stage's guard refused", ["stage"])
 breaker_open = Gauge("metabgm_llm_breaker_open", "1 while the circuit breaker is open", ["stage"])
 # Fast-fails of the open breaker send no request: counted here, never observed as a latency.
 llm_breaker_rejections = Counter(

@@ -91,6 +91,9 @@ class Narrator(LLM):
     narrator_model: str = "narrator"
     narrator_max_tokens: int = Field(96, ge=16, le=1024)
     narrator_template: str = "narrator/v1"
+    # A reply the guard refuses is asked again (sampled) before the rules narrate: a small model's
+    # refusals are mostly a phrase copied from the player's recent narratives.
+    narrator_attempts: int = Field(2, ge=1, le=4, description="model replies tried before the rules narrate")
     narrator_lora_id: int | None = Field(None, ge=0, description="the narrator's adapter on the embedded server")
 
     @property

@@ -119,3 +119,20 @@ def test_endpoint_down_gives_the_fallback(redis_url):
     n = st(job(scene)).narrative
     assert n.source == "fallback" and n.text == fallback(scene) and n.template == "narrator/v1"
     assert metrics.llm_fallbacks.labels("narrate")._value.get() == before + 1
+
+
+def test_a_refused_reply_is_asked_again_sampled(llm_server, redis_url):
+    """Each refusal is counted and asked again (seeded sampling) until `narrator_attempts` replies."""
+    refusals = metrics.llm_refusals.labels("narrate")
+    with Relay(llm_server) as relay:
+        st = stage(relay.url, redis_url, narrator_attempts=3)
+        for scene in scenes(10)[:3]:
+            relay.bodies.clear()
+            before = refusals._value.get()
+            n = st.narrate(scene, [])
+            refused = refusals._value.get() - before
+            assert len(relay.bodies) == refused + (n.source == "llm") <= 3
+            assert "seed" not in relay.bodies[0]
+            assert [(b["seed"], b["temperature"]) for b in relay.bodies[1:]] == [
+                (i, 0.8) for i in range(1, len(relay.bodies))
+            ]

@@ -9,8 +9,9 @@ Rules:
   echoing its input (a 4-word run of the prompt's instructions and example, of the scene or of
   the recent narratives, or any word the players wrote), and grounded: it names no mob, biome,
   dimension or weather the scene lacks, no digit and no vocabulary placeholder (`grounding`).
-  Otherwise, and whenever the LLM is unavailable, a deterministic narrative is built from the
-  scene (source "fallback", counted).
+  A refused reply is asked again, sampled, up to `narrator_attempts` replies in all (refusals
+  counted). Otherwise, and whenever the LLM is unavailable, a deterministic narrative is built
+  from the scene (source "fallback", counted).
 - The narrative is pushed to the player's memory with its scene (what a skip describes again) and
   published as a "narrative" event.
 """
@@ -31,7 +32,7 @@ from metabgm_shared.contracts import (
     NarrativeData,
     NarrativeEvent,
 )
-from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
+from metabgm_shared.llm import Client, LLMError, Prompt, Reply, clean, data_block
 from metabgm_shared.settings import Narrator
 from metabgm_shared.state import Players
 
@@ -39,6 +40,7 @@ from .grounding import ungrounded
 
 NO_RECENT = "(none, this is the start)"
 MAX_CHARS = 320
+RETRY_TEMPERATURE = 0.8  # a refused reply is asked again with sampling, so it is not the same reply
 MAX_SENTENCE_CHARS = 200
 WORD_RE = re.compile(r"[a-z0-9']+")
 SENTENCE_RE = re.compile(r"[^.!?]+[.!?]+")
@@ -147,16 +149,17 @@ class NarrateStage:
     def narrate(self, scene: CharacterizedScene, recent: list[str]) -> Narrative:
         started = time.perf_counter()
         text = None
+        # The prompt's own words count as input: a small model parrots its instructions and the
+        # example reply; a reply copying the player's recent narratives is refused the same way.
+        inputs = [self.prompt.system.template, self.prompt.user.template, NO_RECENT, scene.text, *recent]
         try:
-            reply = self.client.chat(
-                self.messages(scene, recent), model=self.settings.narrator_model,
-                max_tokens=self.settings.narrator_max_tokens, stop=["\n"],
-            )  # fmt: skip
-            # The prompt's own words count as input: a small model parrots its instructions and
-            # the example reply.
-            inputs = [self.prompt.system.template, self.prompt.user.template, NO_RECENT, scene.text, *recent]
-            text = guard(reply.text, inputs=inputs, player_texts=[t.text for t in scene.texts], finish=reply.finish,
-                         scene=scene)  # fmt: skip
+            for attempt in range(self.settings.narrator_attempts):
+                reply = self._reply(scene, recent, attempt)
+                text = guard(reply.text, inputs=inputs, player_texts=[t.text for t in scene.texts],
+                             finish=reply.finish, scene=scene)  # fmt: skip
+                if text:
+                    break
+                metrics.llm_refusals.labels("narrate").inc()
         except LLMError:
             pass  # Unavailable included: the player gets the fallback, the breaker does the rest
         source = "llm" if text else "fallback"
@@ -170,6 +173,13 @@ class NarrateStage:
             source=source,
             latency_s=round(time.perf_counter() - started, 4),
         )
+
+    def _reply(self, scene: CharacterizedScene, recent: list[str], attempt: int) -> Reply:
+        """The model's reply; a retry samples (seeded: repeatable) where the first may be greedy."""
+        temperature = max(RETRY_TEMPERATURE, self.settings.llm_temperature)
+        retry = {"temperature": temperature, "seed": attempt} if attempt else {}
+        return self.client.chat(self.messages(scene, recent), model=self.settings.narrator_model,
+                                max_tokens=self.settings.narrator_max_tokens, stop=["\n"], **retry)  # fmt: skip
 
     def __call__(self, job: Job) -> Job:
         if job.scene is None:
