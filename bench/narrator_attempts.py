@@ -1,0 +1,64 @@
+"""The narrator's adapter with one reply against two (a refused reply asked again, sampled and
+seeded), on the corpus's test split, through the stage's own code on the embedded server.
+
+    flock /tmp/metabgm-bench.lock .venv/bin/python bench/narrator_attempts.py [--workers 4]
+
+Writes bench/results/narrator_attempts.{json,md}: per setting the guard pass rate (source "llm"),
+the grounding of every raw reply, repeats in a row per player, and the stage's p50/p95 latency
+(cases 4 at a time, so latency includes sharing the 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import write_results  # noqa: E402
+
+from metabgm.finetune import evaluate as ev  # noqa: E402
+from metabgm.local import EmbeddedLLM  # noqa: E402
+from metabgm_narrator.grounding import ungrounded  # noqa: E402
+
+ADAPTERS = Path(__file__).resolve().parent.parent / "adapters" / "embedded"
+
+
+def run(url: str, attempts: int, rs: list[ev.Ref], workers: int) -> dict:
+    lora = ev.lora_systems()["adapter"]
+
+    def case(r: ev.Ref) -> dict:
+        narrate, _ = ev.stages(url, lora)
+        narrate.settings.narrator_attempts = attempts
+        n = narrate.narrate(r.case.scene, r.case.recent)
+        raw = narrate.client.last
+        return {"player": r.case.player, "step": r.case.step, "narrative": n.text, "narrator_source": n.source,
+                "grounded": ungrounded(n.text, r.case.scene) is None, "narrator_s": n.latency_s, "timed": True,
+                "raw_grounded": ungrounded(raw, r.case.scene) is None if raw else None}  # fmt: skip
+
+    with ThreadPoolExecutor(workers) as pool:
+        items = list(pool.map(case, rs))
+    return ev.narrator_checks(items)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workers", type=int, default=4)
+    args = ap.parse_args()
+    rs = ev.refs("test")
+    flags = [x for st in ("narrator", "describer") for x in ("--lora", str(ADAPTERS / f"{st}.gguf"))]
+    with EmbeddedLLM(None, "--parallel", str(args.workers), "--threads", "2", *flags) as url:
+        result = {str(a): run(url, a, rs, args.workers) for a in (1, 2)}
+    keys = ("guard_pass_pct", "grounded_pct", "raw_grounded_pct", "repeats_in_a_row", "p50_s", "p95_s")
+    table = ["| replies tried | " + " | ".join(keys) + " |", "| ---: | " + " | ".join("---:" for _ in keys) + " |"]
+    table += [f"| {a} | " + " | ".join(str(r[k]) for k in keys) + " |" for a, r in result.items()]
+    note = (f"The narrator's adapter on the {len(rs)} test cases of data/finetune: one reply (greedy) against two "
+            "(a refused reply asked again at temperature 0.8, seed 1). raw_grounded_pct: every raw reply, before the "
+            "guard (the last one when asked twice). Cases run 4 at a time.")  # fmt: skip
+    write_results("narrator_attempts", {"n": len(rs), "by_attempts": result}, table, note)
+
+
+if __name__ == "__main__":
+    main()
