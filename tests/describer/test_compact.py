@@ -4,7 +4,7 @@ caption is kept only when it agrees with the attributes and copies no player's w
 
 from llm_fixtures import INJECTION, scenes
 
-from metabgm_describer.describe import Describe, asks_caption, likes, own_caption, prior_line, schema
+from metabgm_describer.describe import Describe, asks_caption, likes, own_caption, prior_line, restated, schema
 from metabgm_shared.contracts import MusicDescription, Preferences
 from metabgm_shared.llm import Client
 from metabgm_shared.prior import prior, within
@@ -55,3 +55,14 @@ def test_compact_describer_on_the_embedded_model(llm_server):
         assert within(prior(scene), tempo_bpm=out.tempo_bpm, key=out.key, mode=out.mode.value,
                       instruments=list(out.instruments), intensity=out.intensity)  # fmt: skip
         assert f"{out.tempo_bpm} BPM" in out.caption and f"{out.key} {out.mode.value}" in out.caption
+
+
+def test_a_caption_whose_tempo_or_key_moved_is_restated_else_rebuilt():
+    said = {"tempo_bpm": 96, "key": "C", "mode": "major", "instruments": ["piano"], "intensity": 0.4, "mood": ["calm"]}
+    text = "Calm piano piece, 96 BPM in C major, soft and loopable."
+    assert restated((text, said), said) == text
+    moved = {**said, "tempo_bpm": 90, "key": "G"}  # continuity: a step on the circle of fifths, a slower tempo
+    assert restated((text, said), moved) == "Calm piano piece, 90 BPM in G major, soft and loopable."
+    assert restated((text, said), {**said, "instruments": ["flute"]}) is None  # it names what no longer plays
+    assert restated((text, said), {**said, "mode": "minor"}) is None
+    assert restated((None, said), said) is None and restated(None, said) is None

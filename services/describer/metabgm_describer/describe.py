@@ -22,8 +22,9 @@ Precedence, lowest to highest:
 7. The caption is rebuilt from the final attributes (and the LLM's mood words when they are
    plain words no player wrote), so it never contradicts them. With a compact template
    (`describer/compact1`, for the fine-tuned adapters) the LLM writes its own caption first; it
-   is kept when nothing above changed the LLM's attributes and it names their tempo, key and
-   mode and no word only a player wrote.
+   is kept when it names the tempo, key and mode it answered and no word only a player wrote, and
+   nothing above changed what it describes: where only the tempo or key moved (continuity, a
+   skip, a held key) it is kept with those restated (`restated`); else it is rebuilt.
 
 When the LLM is unavailable or answers nonsense, the description is the prior's (source "prior",
 counted in metabgm_llm_fallbacks_total). `direct` is the one-stage variant (scene -> description
@@ -104,6 +105,19 @@ def own_caption(answer: dict, attrs: dict, scene: CharacterizedScene) -> str | N
     if f"{attrs['tempo_bpm']} BPM" not in text or f"{attrs['key']} {attrs['mode']}" not in text:
         return None
     return text
+
+
+def restated(own: tuple[str | None, dict] | None, attrs: dict) -> str | None:
+    """The LLM's caption for the attributes played: as written, or with its tempo and key restated
+    where only those moved after it answered (continuity, a skip's new key, a refinement's held key
+    and tempo); None when anything it describes moved (instruments, intensity, mood, mode)."""
+    if not own or not own[0]:
+        return None
+    text, said = own
+    if any(said[k] != attrs[k] for k in attrs if k not in ("tempo_bpm", "key")):
+        return None
+    text = text.replace(f"{said['tempo_bpm']} BPM", f"{attrs['tempo_bpm']} BPM")
+    return text.replace(f"{said['key']} {said['mode']}", f"{attrs['key']} {attrs['mode']}")
 
 
 def refine(p: Prior, answer: dict, player_texts: list[str]) -> tuple[dict, bool]:
@@ -308,7 +322,7 @@ class Describe:
             attrs = {**attrs, "key": lock[0], "tempo_bpm": lock[1]}
         attrs, genre = apply_preferences(attrs, p.genre, prefs or Preferences(), p.bounds.palette)
         return MusicDescription(
-            caption=own[0] if own and own[0] and own[1] == attrs and genre == p.genre else caption(attrs, genre),
+            caption=(restated(own, attrs) if genre == p.genre else None) or caption(attrs, genre),
             tempo_bpm=attrs["tempo_bpm"],
             key=attrs["key"],
             mode=attrs["mode"],

@@ -1,0 +1,69 @@
+"""The describer's adapter against the prior's template caption, on the corpus's test split:
+reference narrative -> description through the stage's own code on the embedded server.
+
+    flock /tmp/metabgm-bench.lock .venv/bin/python bench/describer_captions.py [--workers 4]
+
+Writes bench/results/describer_captions.{json,md}: BLEU-1..4, METEOR and ROUGE-L of the captions
+the pipeline plays against the references, next to the template caption's; the share of the
+LLM's own captions (not the attributes' template form); the share inside the prior's bounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from report import write_results  # noqa: E402
+
+from metabgm.evaluation import metrics  # noqa: E402
+from metabgm.finetune import evaluate as ev  # noqa: E402
+from metabgm.local import EmbeddedLLM  # noqa: E402
+from metabgm_shared.prior import prior, within  # noqa: E402
+
+ADAPTERS = Path(__file__).resolve().parent.parent / "adapters" / "embedded"
+
+
+def describe(url: str, r: ev.Ref) -> dict:
+    _, d = ev.stages(url, ev.lora_systems()["adapter"])
+    c = r.case
+    out = d.describe(c.scene, r.narrative, prefs=c.prefs, previous=c.previous)
+    free = c.prefs is None and c.previous is None
+    inside = within(prior(c.scene), tempo_bpm=out.tempo_bpm, key=out.key, mode=out.mode.value,
+                    instruments=list(out.instruments), intensity=out.intensity) if free else None  # fmt: skip
+    return {"caption": out.caption, "source": out.source, "own": "background music, " not in out.caption,
+            "inside": inside}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workers", type=int, default=4)
+    args = ap.parse_args()
+    rs, wn = ev.refs("test"), metrics.wordnet()
+    flags = [x for st in ("narrator", "describer") for x in ("--lora", str(ADAPTERS / f"{st}.gguf"))]
+    server = EmbeddedLLM(None, "--parallel", str(args.workers), "--threads", "2", *flags)
+    with server as url, ThreadPoolExecutor(args.workers) as pool:
+        items = list(pool.map(lambda r: describe(url, r), rs))
+    refs = [r.caption for r in rs]
+    rows = {"adapter": metrics.score([i["caption"] for i in items], refs, wn),
+            "prior template": metrics.score([ev.template_caption(r.case.scene) for r in rs], refs, wn)}  # fmt: skip
+    checked = [i["inside"] for i in items if i["inside"] is not None]
+    shares = {"own_caption_pct": ev.pct([i["own"] for i in items]), "llm_pct": ev.pct([i["source"] != "prior"
+              for i in items]), "inside_prior_pct": ev.pct(checked), "inside_checked": len(checked)}  # fmt: skip
+    keys = list(rows["adapter"])
+    table = ["| captions | " + " | ".join(keys) + " |", "| --- | " + " | ".join("---:" for _ in keys) + " |"]
+    table += [f"| {name} | " + " | ".join(str(v[k]) for k in keys) + " |" for name, v in rows.items()]
+    table += ["", f"- {shares}"]
+    note = (
+        f"The describer's adapter on the {len(rs)} test cases of data/finetune (the reference narrative in, the "
+        "case's preferences and previous music), against the prior's template caption; cases 4 at a time."
+    )
+    write_results("describer_captions", {"n": len(rs), "scores": rows, **shares,
+                                         "samples": [i["caption"] for i in items[:10]]}, table, note)  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
