@@ -25,6 +25,8 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from report import write_results
 
+from metabgm import adapters
+from metabgm.adapters import Adapters
 from metabgm.fleet import Fleet, Recorder
 from metabgm.local import Stack, free_port
 from metabgm_shared.queues import depths as queue_depths
@@ -69,9 +71,9 @@ def ladder_counters(stack: Stack) -> dict[str, dict[str, float]]:
     return out
 
 
-def run(players: int, duration: float, seed: int) -> dict:
+def run(players: int, duration: float, seed: int, served: Adapters | None) -> dict:
     rec, peak, stop = Recorder(), {}, threading.Event()
-    with tempfile.TemporaryDirectory() as tmp, Stack(Path(tmp), port=free_port()) as stack:
+    with tempfile.TemporaryDirectory() as tmp, Stack(Path(tmp), port=free_port(), adapters=served) as stack:
         headers = {"Authorization": f"Bearer {Secrets(stack.data_dir).collector_token}"}
         client = redis.Redis.from_url(stack.redis_url)
         listener = threading.Thread(target=listen, args=(stack.redis_url, rec, stop), daemon=True)
@@ -120,8 +122,10 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--name", default="fleet_time_to_music")
+    ap.add_argument("--no-adapters", action="store_true", help="the base model (default: the committed adapters)")
     args = ap.parse_args()
-    rows = [run(n, args.duration, args.seed) for n in args.players]
+    served = adapters.resolve(None, off=args.no_adapters)  # what `metabgm up` serves
+    rows = [run(n, args.duration, args.seed, served) for n in args.players]
     write_results(args.name, {"runs": rows}, markdown(rows), note=__doc__.split("\n\n")[0])
 
 

@@ -79,8 +79,8 @@ def test_evaluation_reads_the_held_out_split_and_counts_its_checks():
     test = evaluate.refs("test")
     assert len(test) >= 150 and all(r.case.split == "test" and r.narrative and r.caption for r in test)
     assert len(evaluate.reference_set()) == 30
-    same = {"player": "p", "narrative": "You walk on.", "grounded": True, "inside": None, "own_caption": False,
-            "describer_source": "llm", "describer_s": 1.0}  # fmt: skip
+    same = {"player": "p", "narrative": "You walk on.", "grounded": True, "raw_grounded": True, "inside": None,
+            "own_caption": False, "describer_source": "llm", "describer_s": 1.0, "timed": True}  # fmt: skip
     items = [same | {"step": i, "narrator_source": src, "narrator_s": 0.1 * i}
              for i, src in enumerate(["llm", "llm", "fallback", "llm"])]  # fmt: skip
     nar = evaluate.narrator_checks(items)
