@@ -359,13 +359,23 @@ def serve(rt: Runtime, stage: str, fn: Stage, *, concurrency: int = 4) -> None:
     heartbeat.checks.append(consumer_watchdog(lambda: depth(rt.redis, stage), progress, rt.settings.consumer_stall_s))
     rt.pipeline.tracker = heartbeat
     heartbeat.start()
+    code = 1
     try:
         rt.app.worker_main(
             ["worker", "-Q", stage, "-P", "threads", "-c", str(concurrency), "-n", f"{stage}@%h", "-l", "INFO",
              "--without-gossip", "--without-mingle", "--without-heartbeat"]
         )  # fmt: skip
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
     finally:
         heartbeat.stop()
+    # Celery's worker has stopped: asked to, or after an "Unrecoverable error" of its broker
+    # connection (seen when Redis died while a task was unacknowledged). The process ends here
+    # whatever other threads (pools, a task stuck on the broker) would hold it: alive without a
+    # consumer, no supervisor would ever start it again.
+    logging.shutdown()
+    os._exit(code)
 
 
 def serve_llm_stage(settings: LLM, stage: str, make: Callable[[Runtime, Client], Stage]) -> None:
