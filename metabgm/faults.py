@@ -60,6 +60,7 @@ class Heard:
 
     redis_url: str
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (when, player, job_id)
+    refined: set[str] = field(default_factory=set)  # job ids whose music is an LLM refinement (same key, tempo)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> Heard:
@@ -79,6 +80,8 @@ class Heard:
                     if msg and b'"type":"now_playing"' in msg["data"]:
                         event = json.loads(msg["data"])
                         self.events.append((time.time(), event["player_id"], event["data"]["job_id"]))
+                        if event["data"].get("refined"):
+                            self.refined.add(event["data"]["job_id"])
             except (redis.RedisError, OSError):
                 time.sleep(0.2)
 
@@ -198,7 +201,7 @@ def kill_worker_mid_job(up: Up, stage: str, music_within_s: float = 60, follow_s
         deadline = time.time() + 30  # the ladder may serve the first players without the LLM
         while time.time() < deadline:
             players.append(up.play())
-            if _wait(lambda: up.running(stage), 8 if llm_stage else 0.3):
+            if _wait(lambda: up.running(stage), 8 if llm_stage else 0.3) and (not llm_stage or _held(up, stage)):
                 break
         mid_job = up.running(stage)
         killed_at = time.time()
@@ -217,6 +220,13 @@ def kill_worker_mid_job(up: Up, stage: str, music_within_s: float = 60, follow_s
             "music_after_kill_s": _round(max(0.0, max((up.heard.first(p) or 0) - killed_at for p in players))),
             "new_music_after_kill_s": _round(max((t for t in after.values() if t is not None), default=None)),
             "without_new_music": sum(t is None for t in after.values())}  # fmt: skip
+
+
+def _held(up: Up, stage: str) -> bool:
+    """Still running half a second later: a job waiting on the stopped LLM, not one of the
+    describer's prior-rung jobs (no LLM call), which ends in milliseconds."""
+    time.sleep(0.5)
+    return up.running(stage)
 
 
 def restart_redis(up: Up, n_players: int = 20, recover_s: float = 60) -> dict:
@@ -332,11 +342,19 @@ def stall_synth(up: Up, seconds: float, changes: int = 4) -> dict:
         time.sleep(2)
     heard = {p: (t - resumed if (t := up.heard.first(p, resumed)) is not None else None) for p in players}
     time.sleep(3)  # anything stale would arrive now
-    after = {p: sum(1 for t, q, _ in up.heard.events if q == p and t >= resumed) for p in players}
+    after = [(q, j in up.heard.refined) for t, q, j in up.heard.events if q in players and t >= resumed]
+    first = {p: sum(1 for q, refined in after if q == p and not refined) for p in players}
+    refinements = {p: sum(1 for q, refined in after if q == p and refined) for p in players}
+    since = {
+        p: sum(1 for t, q, j in up.heard.events if q == p and t >= stopped_at and j not in up.heard.refined)
+        for p in players
+    }  # first music since the stop: the cached rung plays while the synth is stopped
     return {"fault": f"synth stopped {seconds:.0f} s", "stack_up": up.alive(), "players": len(players),
             "silent_after": sum(t is None for t in heard.values()), "heard_before": sum(before.values()),
             "clips_while_stopped": during,
-            "clips_after_per_player_max": max(after.values()), "changes_per_player": changes,
+            "clips_after_per_player_max": max(first.values()), "changes_per_player": changes,
+            "refinements_after_per_player_max": max(refinements.values()),
+            "refinements_beyond_first_music": sum(max(0, refinements[p] - since[p]) for p in players),
             "music_after_resume_s": _round(max((t for t in heard.values() if t is not None), default=None)),
             }  # fmt: skip
 

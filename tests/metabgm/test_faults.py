@@ -49,9 +49,11 @@ def test_a_stopped_llm_leaves_music_within_the_deadlines(up):
 def test_a_stopped_synth_then_the_newest_music_without_a_flood(up):
     result = faults.stall_synth(up, seconds=4, changes=6)
     assert result["stack_up"] and result["silent_after"] == 0, result
-    # Latest wins: the job the synth held, the newest parked one and the scene the player is in
-    # now, whatever the number of changes meanwhile (6 here).
+    # Latest wins: first music for the job the synth held, the newest parked one and the scene the
+    # player is in now, whatever the number of changes meanwhile (6 here); an LLM refinement (same
+    # key and tempo) only ever follows first music it refines.
     assert result["clips_after_per_player_max"] <= 3, result
+    assert result["refinements_beyond_first_music"] == 0, result
 
 
 def test_a_gateway_restart_and_pages_resume(up):
