@@ -19,12 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import write_results  # noqa: E402
 
+from metabgm.adapters import DEFAULT, lora_flags  # noqa: E402
 from metabgm.evaluation import metrics  # noqa: E402
 from metabgm.finetune import evaluate as ev  # noqa: E402
 from metabgm.local import EmbeddedLLM  # noqa: E402
 from metabgm_shared.prior import prior, within  # noqa: E402
-
-ADAPTERS = Path(__file__).resolve().parent.parent / "adapters" / "embedded"
 
 
 def describe(url: str, r: ev.Ref) -> dict:
@@ -43,8 +42,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     args = ap.parse_args()
     rs, wn = ev.refs("test"), metrics.wordnet()
-    flags = [x for st in ("narrator", "describer") for x in ("--lora", str(ADAPTERS / f"{st}.gguf"))]
-    server = EmbeddedLLM(None, "--parallel", str(args.workers), "--threads", "2", *flags)
+    server = EmbeddedLLM(None, "--parallel", str(args.workers), "--threads", "2", *lora_flags(DEFAULT))
     with server as url, ThreadPoolExecutor(args.workers) as pool:
         items = list(pool.map(lambda r: describe(url, r), rs))
     refs = [r.caption for r in rs]

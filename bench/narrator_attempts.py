@@ -19,11 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from report import write_results  # noqa: E402
 
+from metabgm.adapters import DEFAULT, lora_flags  # noqa: E402
 from metabgm.finetune import evaluate as ev  # noqa: E402
 from metabgm.local import EmbeddedLLM  # noqa: E402
 from metabgm_narrator.grounding import ungrounded  # noqa: E402
-
-ADAPTERS = Path(__file__).resolve().parent.parent / "adapters" / "embedded"
 
 
 def run(url: str, attempts: int, rs: list[ev.Ref], workers: int) -> dict:
@@ -48,8 +47,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     args = ap.parse_args()
     rs = ev.refs("test")
-    flags = [x for st in ("narrator", "describer") for x in ("--lora", str(ADAPTERS / f"{st}.gguf"))]
-    with EmbeddedLLM(None, "--parallel", str(args.workers), "--threads", "2", *flags) as url:
+    with EmbeddedLLM(None, "--parallel", str(args.workers), "--threads", "2", *lora_flags(DEFAULT)) as url:
         result = {str(a): run(url, a, rs, args.workers) for a in (1, 2)}
     keys = ("guard_pass_pct", "grounded_pct", "raw_grounded_pct", "repeats_in_a_row", "p50_s", "p95_s")
     table = ["| replies tried | " + " | ".join(keys) + " |", "| ---: | " + " | ".join("---:" for _ in keys) + " |"]

@@ -38,8 +38,7 @@ class Adapters:
         return cls(folder, json.loads(manifest.read_text())["corpus"]["templates"])
 
     def server_args(self) -> list[str]:
-        """`python -m metabgm_shared.llmserver` flags: every stage's adapter, in `STAGES` order."""
-        return [x for st in STAGES for x in ("--lora", str(self.folder / f"{st}.gguf"))]
+        return lora_flags(self.folder)
 
     def worker_env(self) -> dict[str, str]:
         """The stages' settings that select their adapter and its prompt."""
@@ -48,6 +47,11 @@ class Adapters:
             env[f"METABGM_{st.upper()}_LORA_ID"] = str(i)
             env[f"METABGM_{st.upper()}_TEMPLATE"] = self.templates[st]
         return env
+
+
+def lora_flags(folder: Path) -> list[str]:
+    """`python -m metabgm_shared.llmserver` flags: every stage's adapter in `folder`, in `STAGES` order."""
+    return [x for st in STAGES for x in ("--lora", str(folder / f"{st}.gguf"))]
 
 
 def resolve(setting: str | None, off: bool = False) -> Adapters | None:

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from metabgm.adapters import lora_flags
 from metabgm.evaluation import metrics
 
 from . import corpus
@@ -261,8 +262,7 @@ def agreement(adapters: Path, split: str, limit: int, directory: Path, wn=None) 
     wn = wn if wn is not None else metrics.wordnet()
     examples = {st: pairs(st, split, directory)[: limit or None] for st in ("narrator", "describer")}
     hf = {st: hf_replies(adapters, st, ex) for st, ex in examples.items()}
-    flags = [x for st in ("narrator", "describer") for x in ("--lora", str(adapters / f"{st}.gguf"))]
-    with EmbeddedLLM(None, "--parallel", "1", *flags) as url:
+    with EmbeddedLLM(None, "--parallel", "1", *lora_flags(adapters)) as url:
         served = {st: served_replies(url, st, ex) for st, ex in examples.items()}
     out = {}
     for st, ex in examples.items():
@@ -319,8 +319,7 @@ def cmd(args, argv: list[str]) -> int:
     split = refs(args.split, args.corpus or corpus.DEFAULT_DIR)[: args.limit or None]
     reference = reference_set()[: args.limit or None]
     started = time.time()
-    flags = [x for p in loras for x in ("--lora", str(p))]
-    server = ("--parallel", str(max(1, args.workers)), "--threads", str(args.threads), *flags)
+    server = ("--parallel", str(max(1, args.workers)), "--threads", str(args.threads), *lora_flags(args.adapters))
     with EmbeddedLLM(args.data_dir / "logs" / "eval-finetune-llm.log", *server) as url:
         result = {part: evaluate(url, rs, lora_systems(), workers=args.workers, timed=args.timed)
                   for part, rs in (("split", split), ("reference", reference))}  # fmt: skip
