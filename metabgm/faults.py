@@ -7,9 +7,11 @@ Rules:
   embedded LLM. Faults are signals sent to their pids (from `instance.json`).
 - A player is one fresh player id per measurement, sending one scene and then nothing (its
   scene is unchanged): what it hears must come from the stack healing itself, not from a retry
-  by the player.
-- "Heard" is a `now_playing` event, read from Redis by a subscriber that reconnects by itself;
-  "heard twice" is a second `now_playing` of one job for one player.
+  by the player. Its scenes are the simulated fleet's (`metabgm.fleet.SCENES`: a calm day, a
+  night ambush), posted by the fleet's `Collector`.
+- "Heard" is a `now_playing` event, read from Redis by the fleet's `Listener` (it subscribes
+  again by itself after Redis restarts); "heard twice" is a second `now_playing` of one job for
+  one player.
 - Used by `tests/metabgm/test_faults.py` (short settings, CI) and `bench/reliability.py` (longer
   outages, repeated, results for docs/reliability.md).
 """
@@ -32,9 +34,11 @@ from pathlib import Path
 import httpx
 import redis
 
+from metabgm.fleet import SCENES as NAMED
+from metabgm.fleet import Collector, Listener
 from metabgm.local import free_port
 from metabgm_shared.settings import Secrets
-from metabgm_shared.state import ALL_CHANNELS, Keys
+from metabgm_shared.state import Keys
 
 # Short settings: a lost job comes back in ~3 s, an LLM call gives up after 3 s.
 FAST = {
@@ -47,43 +51,29 @@ FAST = {
     "METABGM_CONSUMER_STALL_S": "8",
     "METABGM_MIN_DWELL_S": "0",
 }
-SCENES = [
-    {"biome": {"Plains": 100.0}, "time_of_day": {"Day": 100.0}, "weather": {"Clear": 100.0}},
-    {"biome": {"Dark Forest": 100.0}, "time_of_day": {"Night": 100.0}, "hostile_total": 3.0,
-     "entities": [{"type": "zombie", "count": 3.0}], "events": {"attacked": 60.0}},
-]  # fmt: skip
+SCENES = [NAMED["calm day in the plains"], NAMED["night ambush at low health"]]  # 0 calm, 1 urgent
 
 
 @dataclass
 class Heard:
-    """Every now_playing of the stack's players, from a subscriber that survives Redis restarts."""
+    """Every now_playing of the stack's players, from a fleet `Listener` (it survives Redis restarts)."""
 
     redis_url: str
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (when, player, job_id)
     refined: set[str] = field(default_factory=set)  # job ids whose music is an LLM refinement (same key, tempo)
-    _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> Heard:
-        threading.Thread(target=self._run, daemon=True).start()
+        self.listener = Listener(self.redis_url, self.event).start()
         return self
 
     def stop(self) -> None:
-        self._stop.set()
+        self.listener.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                pubsub = redis.Redis.from_url(self.redis_url, socket_timeout=2).pubsub(ignore_subscribe_messages=True)
-                pubsub.psubscribe(ALL_CHANNELS)
-                while not self._stop.is_set():
-                    msg = pubsub.get_message(timeout=0.5)
-                    if msg and b'"type":"now_playing"' in msg["data"]:
-                        event = json.loads(msg["data"])
-                        self.events.append((time.time(), event["player_id"], event["data"]["job_id"]))
-                        if event["data"].get("refined"):
-                            self.refined.add(event["data"]["job_id"])
-            except (redis.RedisError, OSError):
-                time.sleep(0.2)
+    def event(self, event: dict, at: float) -> None:
+        if event["type"] == "now_playing":
+            self.events.append((at, event["player_id"], event["data"]["job_id"]))
+            if event["data"].get("refined"):
+                self.refined.add(event["data"]["job_id"])
 
     def first(self, player: str, after: float = 0.0) -> float | None:
         return next((t for t, p, _ in self.events if p == player and t >= after), None)
@@ -119,12 +109,14 @@ class Up:
         self.redis_url = self.instance()["redis_url"]
         self.redis = redis.Redis.from_url(self.redis_url, socket_timeout=5)
         self.token = Secrets(self.data_dir).collector_token
+        self.collector = Collector(self.base, self.token, timeout=10)
         self.heard = Heard(self.redis_url).start()
         return self
 
     def __exit__(self, *exc) -> None:
         if hasattr(self, "heard"):
             self.heard.stop()
+            self.collector.http.close()
         for part in ("llm", "synth", "ingest", "narrate", "describe", "gateway", "redis"):
             with contextlib.suppress(Exception):
                 os.kill(self.pid(part), signal.SIGCONT)
@@ -167,10 +159,7 @@ class Up:
     def play(self, scene: int = 1, player: str | None = None) -> str:
         """A fresh player sends one window of a scene; returns the player id."""
         player = player or f"p{uuid.uuid4().hex[:8]}"
-        window = {"server_id": "faults", "player_id": player, **SCENES[scene]}
-        r = httpx.post(f"{self.base}/v1/windows", json={"windows": [window]},
-                       headers={"Authorization": f"Bearer {self.token}"}, timeout=10)  # fmt: skip
-        r.raise_for_status()
+        self.collector.send([{"server_id": "faults", "player_id": player, **SCENES[scene]}])
         return player
 
     def running(self, stage: str) -> bool:
@@ -391,10 +380,7 @@ def _resume(url: str, timeout: float) -> bool:
 
 
 def _link(up: Up, player: str) -> str:
-    r = httpx.post(f"{up.base}/v1/links", json={"server_id": "faults", "player_id": player},
-                   headers={"Authorization": f"Bearer {up.token}"}, timeout=10)  # fmt: skip
-    r.raise_for_status()
-    return r.json()["url"]
+    return up.collector.link("faults", player)
 
 
 def _round(x: float | None) -> float | None:

@@ -1,5 +1,6 @@
 """A simulated fleet of players, sent through the collector API as a collector would: one module
-for the benchmarks, the reliability tests and the demo.
+for the benchmarks (bench/fleet_time_to_music.py, bench/savings.py, ...), the reliability tests
+(metabgm/faults.py) and the demo (metabgm/demo.py).
 
 Rules:
 - Every player lives a seeded timeline, one window per `period_s` (10 s), players spread evenly
@@ -7,18 +8,36 @@ Rules:
   the day going round (sunset, night, sunrise; each player starts at its own hour), weather,
   caves, ambushes (hostiles near, then the attack, health falling, sometimes a death and a
   respawn), dimension changes. The seed is recorded with every result.
+- A scripted player (`Scripted`, `Fleet.scripted`) walks a fixed story of named `SCENES` instead,
+  each scene for `per_scene` windows, and then sends no more: the demo's story, the scenes the
+  fault scenarios send.
 - `Fleet.windows(t)` gives the windows due by `t` seconds into the run and not given before; time
-  is the caller's, so tests step it without sleeping.
+  is the caller's, so tests step it without sleeping. With an `epoch` the windows carry their
+  start and end (epoch seconds), as a collector's do.
+- `Collector` posts windows with the collector's token; `Listener` hands every player event from
+  Redis to a callback, on its own thread, and subscribes again by itself after Redis restarts.
 - `Recorder` turns the player events (scene, now_playing) into time to music per scene change:
-  which rung served it, whether the LLM refined it, and the changes that never got music.
+  which rung served it, whether the LLM refined it, and the changes that never got music; and,
+  from what player pages reported (`played`), the time until the new music played in a browser.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import random
 import statistics
+import threading
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import httpx
+import redis
+
+from metabgm_shared.contracts import SceneWindow
+from metabgm_shared.state import ALL_CHANNELS
 
 BIOMES = ("Plains", "Forest", "Taiga", "Desert", "Savanna", "Birch Forest", "Meadow", "Swamp", "Jungle",
           "Snowy Plains", "Dark Forest", "River", "Beach", "Windswept Hills", "Cherry Grove")  # fmt: skip
@@ -28,6 +47,39 @@ MOBS = ("zombie", "skeleton", "spider", "creeper")
 DAY_TICKS = 120  # a Minecraft day is 20 minutes: 120 windows of 10 s
 HOURS = ((0, "Sunrise"), (6, "Day"), (30, "Noon"), (42, "Afternoon"), (54, "Sunset"), (60, "Night"),
          (84, "Midnight"), (108, "Night"), (114, "Sunrise"))  # fmt: skip
+
+
+def _scene(**kw) -> dict:
+    base = {"biome": {"Plains": 100.0}, "time_of_day": {"Day": 100.0}, "weather": {"Clear": 100.0},
+            "vitals": {"health": {"Full": 100.0}, "hunger": {"Full": 100.0}},
+            "motion": {"On Ground": 100.0, "Not Sprinting": 100.0}}  # fmt: skip
+    return {**base, **kw}
+
+
+# Named scenes (window fields) for scripted players: the demo's story and the fault scenarios.
+SCENES: dict[str, dict] = {
+    "calm day in the plains": _scene(),
+    "dusk in a forest": _scene(biome={"Forest": 100.0}, time_of_day={"Sunset": 100.0}),
+    "night ambush at low health": _scene(
+        biome={"Forest": 100.0}, time_of_day={"Night": 100.0},
+        vitals={"health": {"Dying": 70.0, "Normal": 30.0}, "hunger": {"Hungry": 100.0}},
+        entities=[{"type": "zombie", "count": 2.0}, {"type": "skeleton", "count": 1.0}], hostile_total=3.0,
+        events={"attacked": 80.0, "damage_sources": ["zombie"]},
+    ),
+    "thunderstorm over the hills": _scene(
+        biome={"Windswept Hills": 100.0}, weather={"Thundering": 100.0}, status={"Being Rained On": 100.0}
+    ),
+    "deep in a cave": _scene(biome={"Dripstone Caves": 100.0}, time_of_day={"Midnight": 100.0}),
+    "the Nether": _scene(
+        biome={"Nether Wastes": 100.0}, dimension="nether", entities=[{"type": "piglin", "count": 1.0}],
+        hostile_total=1.0,
+    ),
+    "swimming in the ocean": _scene(biome={"Ocean": 100.0}, status={"Touching Water": 90.0}),
+    "sprinting toward a cherry grove": _scene(
+        biome={"Meadow": 100.0}, biome_ahead={"Cherry Grove": 70.0}, motion={"Sprinting": 80.0}
+    ),
+    "the End": _scene(biome={"The End": 100.0}, dimension="end", entities=[{"type": "enderman", "count": 2.5}]),
+}  # fmt: skip
 
 
 def hour(tick: int) -> str:
@@ -50,6 +102,7 @@ class Player:
     ambush: int = 0  # windows left of an ambush; the first one is hostiles near
     health: str = "Full"
     dead: bool = False
+    last: int | None = None  # windows in the timeline: None, it goes on
 
     def step(self) -> None:
         r, self.dead = self.rng, False
@@ -106,17 +159,52 @@ class Player:
 
 
 @dataclass
+class Scripted:
+    """A player walking a fixed story: each named scene of `script` for `per_scene` windows."""
+
+    name: str
+    script: list[str]
+    per_scene: int = 2
+    texts: list[dict] = field(default_factory=list)  # what the player types, sent with every window
+    tick: int = 0
+
+    @property
+    def last(self) -> int:
+        return len(self.script) * self.per_scene
+
+    def scene_at(self, index: int) -> str:
+        return self.script[min(index // self.per_scene, len(self.script) - 1)]
+
+    def step(self) -> None:
+        self.tick += 1
+
+    def window(self, server_id: str, index: int) -> dict:
+        fields = SCENES[self.scene_at(self.tick)]
+        w = SceneWindow(server_id=server_id, player_id=self.name, index=index, texts=self.texts, **fields)
+        return w.model_dump(mode="json")
+
+
+@dataclass
 class Fleet:
     players: int
     seed: int = 13
     server_id: str = "fleet"
     servers: int = 1  # players spread round-robin over this many servers ("fleet-0", ...)
     period_s: float = 10.0
-    roster: list[Player] = field(default_factory=list)
+    epoch: float | None = None  # when set, windows carry start and end: epoch + seconds into the run
+    roster: list[Player | Scripted] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)  # windows given per player
+
+    @classmethod
+    def scripted(cls, scripts: dict[str, list[str]], texts: dict[str, list[dict]] | None = None, **kw) -> Fleet:
+        """Players walking fixed stories (`Scripted`), one per script, in its order."""
+        roster = [Scripted(name, script, texts=(texts or {}).get(name, [])) for name, script in scripts.items()]
+        return cls(len(roster), roster=roster, **kw)
 
     def __post_init__(self) -> None:
         self.sent = [0] * self.players
+        if self.roster:
+            return
         rng = random.Random(self.seed)
         for i in range(self.players):
             p = Player(f"p{i}", random.Random(rng.getrandbits(32)), tick=rng.randrange(DAY_TICKS))
@@ -131,12 +219,76 @@ class Fleet:
         its own offset within every period (called with a growing `until`)."""
         out = []
         for i, p in enumerate(self.roster):
-            while self.period_s * (self.sent[i] + i / max(1, self.players)) <= until:
+            while (p.last is None or self.sent[i] < p.last) and (due := self.due(i)) <= until:
                 if self.sent[i] > 0:
                     p.step()
-                out.append(p.window(self.server(i), self.sent[i]))
+                out.append(self.stamp(p.window(self.server(i), self.sent[i]), due))
                 self.sent[i] += 1
         return out
+
+    def due(self, i: int) -> float:
+        return self.period_s * (self.sent[i] + i / max(1, self.players))
+
+    def stamp(self, window: dict, due: float) -> dict:
+        if self.epoch is not None:
+            window["start"], window["end"] = self.epoch + due - self.period_s, self.epoch + due
+        return window
+
+
+class Collector:
+    """Windows posted to a gateway as a collector posts them: batches, with the collector's token."""
+
+    def __init__(self, base_url: str, token: str, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {token}"}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.http.close()
+
+    def send(self, windows: list[dict]) -> dict:
+        """The gateway's answer (accepted windows with their job ids); raises on a 4xx or 5xx."""
+        reply = self.http.post("/v1/windows", json={"windows": windows})
+        reply.raise_for_status()
+        return reply.json()
+
+    def link(self, server_id: str, player_id: str) -> str:
+        """A listen link for one player, minted by the gateway."""
+        reply = self.http.post("/v1/links", json={"server_id": server_id, "player_id": player_id})
+        reply.raise_for_status()
+        return reply.json()["url"]
+
+
+class Listener:
+    """Every player event published on channels matching `pattern`, handed to `on_event(event, at)`
+    (at: when it arrived, epoch seconds) on the listener's thread."""
+
+    def __init__(self, redis_url: str, on_event: Callable[[dict, float], None], pattern: str = ALL_CHANNELS) -> None:
+        self.redis_url, self.on_event, self.pattern = redis_url, on_event, pattern
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fleet-listener", daemon=True)
+
+    def start(self) -> Listener:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
+                with contextlib.closing(client.pubsub(ignore_subscribe_messages=True)) as sub:
+                    sub.psubscribe(self.pattern)
+                    while not self._stop.is_set():
+                        if msg := sub.get_message(timeout=0.5):
+                            self.on_event(json.loads(msg["data"]), time.time())
+            except (redis.RedisError, OSError):  # Redis restarting: subscribe again
+                time.sleep(0.2)
 
 
 def quantiles(xs: list[float]) -> dict[str, float | None]:
@@ -160,6 +312,9 @@ class Recorder:
     first: dict[str, tuple[float, str]] = field(default_factory=dict)  # scene -> (seconds to music, rung)
     refined: set[str] = field(default_factory=set)
     windows: int = 0
+    delivered: dict[str, tuple[str, float]] = field(default_factory=dict)  # job id -> (scene, its received_at)
+    received: dict[str, float] = field(default_factory=dict)  # scene -> when its window reached the gateway
+    playing: dict[str, float] = field(default_factory=dict)  # scene -> seconds until a browser played it
 
     def accepted(self, batch: list[dict], reply: dict, at: float) -> None:
         for item in reply.get("accepted", []):
@@ -173,14 +328,42 @@ class Recorder:
         if event["type"] == "scene" and data["decision"]["changed"]:
             self.changed[(pk, data["index"])] = data["decision"]["reason"]
         elif event["type"] == "now_playing" and (scene := data.get("scene_id")):
+            self.delivered[data.get("job_id", scene)] = (scene, data["received_at"])
             if data.get("refined") or data.get("rung") in ("full", "describer"):
                 self.refined.add(scene)
             if scene not in self.first:
                 self.first[scene] = (at - data["received_at"], data.get("rung", "full"))
+                self.received[scene] = data["received_at"]
 
-    def changes(self, joins: bool = True) -> list[str]:
-        """Job ids of the changing windows; `joins=False` leaves out each player's first scene."""
-        return [self.jobs[k] for k, why in self.changed.items() if k in self.jobs and (joins or why != "first scene")]
+    def played(self, reports: list[dict]) -> None:
+        """What a player page reported playing (its `window.metabgm.reported`: the gateway's answer
+        to each `POST .../playing`, `seconds` from the job's window reaching the gateway to the page
+        starting its clip): each scene's first clip played, timed from the scene's window."""
+        for r in reports:
+            if r.get("observed") and r["job_id"] in self.delivered:
+                scene, received_at = self.delivered[r["job_id"]]
+                seconds = received_at + r["seconds"] - self.received.get(scene, received_at)
+                self.playing[scene] = min(seconds, self.playing.get(scene, seconds))
+
+    def changes(self, joins: bool = True, players: set[str] | None = None) -> list[str]:
+        """Job ids of the changing windows; `joins=False` leaves out each player's first scene,
+        `players` (player keys) keeps only theirs."""
+        kept = [(k, why) for k, why in self.changed.items() if k in self.jobs and (players is None or k[0] in players)]
+        return [self.jobs[k] for k, why in kept if joins or why != "first scene"]
+
+    def browser(self, players: set[str]) -> dict:
+        """For the players whose pages were open: each change to its clip ready and to its clip
+        playing in the page, side by side."""
+
+        def measure(changes: list[str]) -> dict:
+            played = [self.playing[c] for c in changes if c in self.playing]
+            return {"scene_changes": len(changes),
+                    "played_share": round(len(played) / len(changes), 3) if changes else None,
+                    "change_to_ready_s": quantiles([self.first[c][0] for c in changes if c in self.first]),
+                    "change_to_playing_s": quantiles(played)}  # fmt: skip
+
+        return {"players": sorted(players), **measure(self.changes(players=players)),
+                "after_joining": measure(self.changes(joins=False, players=players))}  # fmt: skip
 
     def summary(self) -> dict:
         return {"windows": self.windows, **self.measure(self.changes()),
