@@ -1,20 +1,26 @@
 """Time to music for a simulated fleet on the embedded default (the real local pipeline: embedded
-SmolLM2 via llama.cpp, CPU renderer, every worker, Redis, the gateway), at several fleet sizes.
+SmolLM2 via llama.cpp, CPU renderer, every worker, Redis, the gateway), at several fleet sizes:
+to the clip ready for every player, and to the clip playing in a real browser for a sample.
 
     flock /tmp/metabgm-bench.lock .venv/bin/python bench/fleet_time_to_music.py \
-        [--players 10 50 100 200] [--duration 120] [--seed 13]
+        [--players 10 50 100 200] [--duration 120] [--seed 13] [--pages 3]
 
 Each size runs on a fresh stack: `metabgm.fleet` players post one window each per 10 s through
 the collector API for `--duration` seconds, and every scene change the ingest stage accepted is
 timed from its window reaching the gateway to its music being ready (the now_playing event), with
 the ladder's rung, whether the LLM refined it, the changes that got no music, and the largest
-queue depths seen. Writes bench/results/fleet_time_to_music.json and .md.
+queue depths seen. For the first `--pages` players the player page is open in a real headless
+Chromium (/usr/bin/chromium, started with a click, as a listener starts it): each page reports
+every clip it starts playing (`POST /listen/<token>/playing`, answered with the seconds since the
+job's window reached the gateway), so for those players each change is also timed to its music
+playing in the browser, which waits for the clip to load and for the bar line the page switches
+on. Writes bench/results/<--name>.json and .md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import tempfile
 import threading
 import time
@@ -27,12 +33,15 @@ from report import write_results
 
 from metabgm import adapters
 from metabgm.adapters import Adapters
-from metabgm.fleet import Fleet, Recorder
+from metabgm.fleet import Collector, Fleet, Listener, Recorder
 from metabgm.local import Stack, free_port
 from metabgm_shared.queues import depths as queue_depths
 from metabgm_shared.settings import Secrets
 from metabgm_shared.stages import NAMES
 from metabgm_shared.state import Keys
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--autoplay-policy=no-user-gesture-required"]
 
 LADDER_SERIES = (
     "metabgm_ladder_rung_total",
@@ -44,13 +53,55 @@ LADDER_SERIES = (
 )
 
 
-def listen(url: str, rec: Recorder, stop: threading.Event) -> None:
-    sub = redis.Redis.from_url(url).pubsub()
-    sub.psubscribe("metabgm:events:*")
-    while not stop.is_set():
-        msg = sub.get_message(ignore_subscribe_messages=True, timeout=0.5)
-        if msg:
-            rec.event(json.loads(msg["data"]), time.time())
+class Pages:
+    """The player page open in a real Chromium for a sample of players (player key -> listen
+    link), each started with a click; at the end, what every page reported playing. Playwright's
+    sync API stays on the thread that started it, so the browser lives on a thread of its own."""
+
+    def __init__(self, links: dict[str, str]) -> None:
+        self.links, self.reports, self.errors = links, {}, []
+        self.ready, self.done = threading.Event(), threading.Event()
+        self.failed: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="pages", daemon=True)
+
+    def __enter__(self) -> Pages:
+        self.thread.start()
+        self.ready.wait(120)
+        if self.failed is not None:
+            raise RuntimeError("the player pages did not open") from self.failed
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.done.set()
+        self.thread.join(60)
+
+    def _run(self) -> None:
+        from playwright.sync_api import sync_playwright  # noqa: PLC0415 - the dev extra, only with --pages
+
+        try:
+            with sync_playwright() as pw:
+                browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+                try:
+                    pages = {pk: self._open(browser, url) for pk, url in self.links.items()}
+                    self.ready.set()
+                    self.done.wait()
+                    for pk, page in pages.items():
+                        self.reports[pk] = page.evaluate("window.metabgm.reported")
+                        self.errors += page.evaluate("window.metabgm.errors")
+                finally:
+                    browser.close()
+        except Exception as exc:  # noqa: BLE001 - handed to the main thread
+            self.failed = exc
+        finally:
+            self.ready.set()
+
+    def _open(self, browser, url: str):
+        page = browser.new_page()
+        page.on("pageerror", lambda e: self.errors.append(str(e)))
+        page.goto(url)
+        page.click("#start")  # browsers play audio only after a gesture
+        page.wait_for_function("window.metabgm.contextState() === 'running'", timeout=10_000)
+        return page
 
 
 def depths(client: redis.Redis, peak: dict[str, int]) -> None:
@@ -71,30 +122,32 @@ def ladder_counters(stack: Stack) -> dict[str, dict[str, float]]:
     return out
 
 
-def run(players: int, duration: float, seed: int, served: Adapters | None) -> dict:
-    rec, peak, stop = Recorder(), {}, threading.Event()
+def run(players: int, duration: float, seed: int, served: Adapters | None, sample: int = 3) -> dict:
+    rec, peak = Recorder(), {}
     with tempfile.TemporaryDirectory() as tmp, Stack(Path(tmp), port=free_port(), adapters=served) as stack:
-        headers = {"Authorization": f"Bearer {Secrets(stack.data_dir).collector_token}"}
         client = redis.Redis.from_url(stack.redis_url)
-        listener = threading.Thread(target=listen, args=(stack.redis_url, rec, stop), daemon=True)
-        listener.start()
         fleet = Fleet(players, seed=seed)
-        start = time.time()
-        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as http:
-            while (now := time.time() - start) < duration:
-                batch = fleet.windows(now)
-                if batch:
-                    reply = http.post("/v1/windows", json={"windows": batch})
-                    reply.raise_for_status()
-                    rec.accepted(batch, reply.json(), time.time())
-                depths(client, peak)
-                time.sleep(0.25)
-            time.sleep(15)  # let the last changes reach music (and the LLM refine what it can)
-        stop.set()
-        listener.join()
+        listener = Listener(stack.redis_url, rec.event).start()
+        with Collector(stack.base_url, Secrets(stack.data_dir).collector_token) as collector:
+            keys = [(fleet.server(i), p.name) for i, p in enumerate(fleet.roster[:sample])]
+            links = {f"{server}:{name}": collector.link(server, name) for server, name in keys}
+            with Pages(links) if links else contextlib.nullcontext() as pages:
+                start = time.time()
+                while (now := time.time() - start) < duration:
+                    if batch := fleet.windows(now):
+                        rec.accepted(batch, collector.send(batch), time.time())
+                    depths(client, peak)
+                    time.sleep(0.25)
+                time.sleep(15)  # let the last changes reach music (and the LLM refine what it can)
+        listener.stop()
         counters = ladder_counters(stack)
+    browser = {}
+    if links:
+        for reports in pages.reports.values():
+            rec.played(reports)
+        browser = {**rec.browser(set(links)), "page_errors": pages.errors[:20]}
     return {"players": players, "duration_s": duration, "seed": seed, **rec.summary(),
-            "max_queue_depth": peak, "ladder": counters}  # fmt: skip
+            "browser": browser, "max_queue_depth": peak, "ladder": counters}  # fmt: skip
 
 
 def markdown(rows: list[dict]) -> list[str]:
@@ -104,7 +157,24 @@ def markdown(rows: list[dict]) -> list[str]:
         q = ", ".join(f"{k} {v}" for k, v in r["max_queue_depth"].items() if v)
         lines.append(row(str(r["players"]), r, q))
         lines.append(row(f"{r['players']}, after joining", r["after_joining"], ""))
+    if any(r["browser"] for r in rows):
+        lines += ["", "In a real browser, for the players whose page was open (change to clip ready, and to the page "
+                  "reporting the clip playing):", "",
+                  "| players | pages | changes | played in the page | ready p50 / p95 / p99 s | "
+                  "playing p50 / p95 / p99 s |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for r in (r for r in rows if r["browser"]):
+            lines.append(browser_row(str(r["players"]), len(r["browser"]["players"]), r["browser"]))
+            lines.append(browser_row(f"{r['players']}, after joining", "", r["browser"]["after_joining"]))
     return lines
+
+
+def browser_row(label: str, pages: int | str, m: dict) -> str:
+    def q(t: dict) -> str:
+        return " / ".join("–" if t[k] is None else f"{t[k]}" for k in ("p50", "p95", "p99"))
+
+    share = "–" if m["played_share"] is None else f"{m['played_share']:.0%}"
+    return (f"| {label} | {pages} | {m['scene_changes']} | {share} | {q(m['change_to_ready_s'])} | "
+            f"{q(m['change_to_playing_s'])} |")  # fmt: skip
 
 
 def row(label: str, m: dict, queues: str) -> str:
@@ -121,11 +191,12 @@ def main() -> None:
     ap.add_argument("--players", type=int, nargs="+", default=[10, 50, 100, 200])
     ap.add_argument("--duration", type=float, default=120.0)
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--pages", type=int, default=3, help="players whose page plays in Chromium (0: none)")
     ap.add_argument("--name", default="fleet_time_to_music")
     ap.add_argument("--no-adapters", action="store_true", help="the base model (default: the committed adapters)")
     args = ap.parse_args()
     served = adapters.resolve(None, off=args.no_adapters)  # what `metabgm up` serves
-    rows = [run(n, args.duration, args.seed, served) for n in args.players]
+    rows = [run(n, args.duration, args.seed, served, args.pages) for n in args.players]
     write_results(args.name, {"runs": rows}, markdown(rows), note=__doc__.split("\n\n")[0])
 
 

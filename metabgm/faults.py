@@ -116,7 +116,7 @@ class Up:
     def __exit__(self, *exc) -> None:
         if hasattr(self, "heard"):
             self.heard.stop()
-            self.collector.http.close()
+            self.collector.close()
         for part in ("llm", "synth", "ingest", "narrate", "describe", "gateway", "redis"):
             with contextlib.suppress(Exception):
                 os.kill(self.pid(part), signal.SIGCONT)

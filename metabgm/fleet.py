@@ -246,6 +246,9 @@ class Collector:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
         self.http.close()
 
     def send(self, windows: list[dict]) -> dict:
