@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 from metabgm.finetune import corpus
-from metabgm.finetune.train import CPU, PACKAGED, measure
+from metabgm.finetune.train import PACKAGED, cpu_settings, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "llm_finetune_step"
 
 
 def markdown(result: dict, meta: dict) -> str:
-    rows = ["| stage | train examples | steps (1 epoch) | wall s/step | CPU s/step | projected wall | projected idle |",
+    rows = ["| stage | train examples | steps | wall s/step | CPU s/step | projected wall | projected idle |",
             "|---|---|---|---|---|---|---|"]  # fmt: skip
     for stage in result["losses"]:
         w, i, cpu = result["wall"][stage], result["idle_estimate"][stage], result["cpu_seconds_per_step"][stage]
@@ -45,7 +45,8 @@ def markdown(result: dict, meta: dict) -> str:
         f"Settings: the CPU preset (`metabgm.finetune.train.CPU`), {result['measured_steps']} optimizer steps "
         f"measured per stage, {result['threads']} torch threads.",
         "The idle projection assumes the threads scale perfectly (CPU seconds / threads); the wall projection is "
-        "what this shared machine gave. The full run is 1 epoch per stage plus ~20 s loading per stage.", "",
+        "what this shared machine gave.",
+        "The full run is the preset's epochs per stage (`CPU_STAGES`) plus ~20 s loading per stage.", "",
     ])  # fmt: skip
 
 
@@ -62,7 +63,9 @@ def main() -> None:
         result = json.loads(args.src.read_text())
         started = args.src.stat().st_mtime
     else:
-        result = measure(PACKAGED, ["narrator", "describer"], CPU, args.steps, corpus.DEFAULT_DIR, args.threads)
+        stages = ["narrator", "describer"]
+        result = measure(PACKAGED, stages, {st: cpu_settings(st) for st in stages}, args.steps, corpus.DEFAULT_DIR,
+                         args.threads)  # fmt: skip
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
     meta = {
         "command": args.command

@@ -14,6 +14,12 @@ Rules:
 - `<out>/manifest.json` records the base file and its sha256, the corpus hash and split sizes, the
   hyperparameters, per stage the steps, losses and seconds, and an `evaluation` section that
   `metabgm eval` fills in.
+- The CPU preset trains each stage as long as it measurably needs within the hour: the narrator
+  one epoch (at most 20 min of steps), the describer two (at most 40 min): after one epoch its
+  loss was still falling and its captions scored below the prior's template
+  (`bench/results/describer_captions.md`). Flags given on the command line apply to every stage.
+- Training some stages into a folder that holds others (same base and corpus) keeps their
+  adapters and records in the manifest; its evaluation is cleared (it no longer describes them).
 - `--measure N` trains N steps per stage, writes nothing but the timing, and projects the full
   run's time from the measured seconds per step.
 - torch, transformers and peft are imported inside the functions (the `gpu` extra).
@@ -37,11 +43,17 @@ PACKAGED = "packaged"
 ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # The full CPU run: what fits in an hour on 2 cores (see docs/evaluation.md for the measurement).
 # LoRA on the top 10 of 30 layers: backward stops there, so a step costs about half of all-layer LoRA.
-# At most 27 minutes of steps per stage, so both adapters are done within the hour whatever the
-# machine gives (a stage cut short keeps what it learnt; the manifest says so).
+# A time limit per stage, so both adapters are done within the hour whatever the machine gives (a
+# stage cut short keeps what it learnt; the manifest says so).
 CPU = LoraSettings(r=16, alpha=32, dropout=0.05, target_modules=ALL_PROJECTIONS, lr=1e-3, epochs=1.0,
                    batch_size=8, grad_accum=1, max_len=448, warmup_ratio=0.05, layers=list(range(20, 30)),
-                   max_seconds=27 * 60)  # fmt: skip
+                   max_seconds=20 * 60)  # fmt: skip
+CPU_STAGES = {"narrator": {}, "describer": {"epochs": 2.0, "max_seconds": 40 * 60}}
+
+
+def cpu_settings(stage: str) -> LoraSettings:
+    """The CPU preset for one stage."""
+    return CPU.model_copy(update=CPU_STAGES.get(stage, {}))
 
 
 def sha256(path: Path) -> str:
@@ -98,11 +110,12 @@ def loss(model, tok, examples, max_len: int) -> float:
     return total / max(1, n)
 
 
-def projection(n_train: dict[str, int], s: LoraSettings, seconds_per_step: dict[str, float]) -> dict:
+def projection(n_train: dict[str, int], s: dict[str, LoraSettings], seconds_per_step: dict[str, float]) -> dict:
     """Steps and seconds of the full run from measured seconds per optimizer step."""
     out = {}
     for stage, n in n_train.items():
-        steps = math.ceil(math.ceil(math.ceil(n / s.batch_size) / s.grad_accum) * s.epochs)
+        st = s[stage]
+        steps = math.ceil(math.ceil(math.ceil(n / st.batch_size) / st.grad_accum) * st.epochs)
         out[stage] = {"examples": n, "steps": steps, "seconds_per_step": round(seconds_per_step[stage], 2),
                       "seconds": round(steps * seconds_per_step[stage])}  # fmt: skip
     out["total_minutes"] = round(sum(v["seconds"] for v in out.values() if isinstance(v, dict)) / 60, 1)
@@ -152,16 +165,29 @@ def _threads() -> int:
     return torch.get_num_threads()
 
 
-def run(base: str, stages: list[str], s: LoraSettings, out: Path, directory: Path = corpus.DEFAULT_DIR,
+def run(base: str, stages: list[str], s: dict[str, LoraSettings], out: Path, directory: Path = corpus.DEFAULT_DIR,
         threads: int | None = None, on_step=lambda stage: lambda step, total, loss: None) -> dict:  # fmt: skip
-    reports = {st: train_stage(st, base, s, out, directory, threads, on_step(st)) for st in stages}
-    m = manifest(base, s, directory, reports)
+    """Train `stages` (each with its settings in `s`) into `out` and write its manifest."""
+    reports = {st: train_stage(st, base, s[st], out, directory, threads, on_step(st)) for st in stages}
+    m = manifest(base, s[stages[0]], directory, reports)
+    m["stages"] = {**kept_stages(out / "manifest.json", m), **reports}
     (out / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
     return m
 
 
-def measure(base: str, stages: list[str], s: LoraSettings, steps: int, directory: Path = corpus.DEFAULT_DIR,
-            threads: int | None = None) -> dict:  # fmt: skip
+def kept_stages(path: Path, new: dict) -> dict:
+    """The stage records of an existing manifest for the same base and corpus whose adapters are
+    still in the folder (the stages not trained again this time)."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("base") != new["base"] or old.get("corpus", {}).get("sha256") != new["corpus"]["sha256"]:
+        return {}
+    return {st: rep for st, rep in old.get("stages", {}).items() if (path.parent / st).is_dir()}
+
+
+def measure(base: str, stages: list[str], s: dict[str, LoraSettings], steps: int,
+            directory: Path = corpus.DEFAULT_DIR, threads: int | None = None) -> dict:  # fmt: skip
     """Train `steps` optimizer steps per stage (to a throwaway dir) and project the full run."""
     import tempfile
 
@@ -174,7 +200,7 @@ def measure(base: str, stages: list[str], s: LoraSettings, steps: int, directory
         n_train[stage] = len(examples)
         cpu = time.process_time()
         with tempfile.TemporaryDirectory() as tmp:
-            report = train(model, tok, examples, Path(tmp), s.model_copy(update={"max_steps": steps}))
+            report = train(model, tok, examples, Path(tmp), s[stage].model_copy(update={"max_steps": steps}))
         per_step[stage] = report["seconds"] / report["steps"]
         cpu_per_step[stage] = (time.process_time() - cpu) / report["steps"]
         losses[stage] = report["losses"]
@@ -182,7 +208,7 @@ def measure(base: str, stages: list[str], s: LoraSettings, steps: int, directory
     # On a busy machine wall time says little; CPU seconds per step / threads is the idle machine's
     # wall time if the threads scale perfectly (a lower bound).
     return {"measured_steps": steps, "losses": losses, "threads": n, "load_average": os.getloadavg(),
-            "settings": s.model_dump(), "wall": projection(n_train, s, per_step),
+            "settings": {k: v.model_dump() for k, v in s.items()}, "wall": projection(n_train, s, per_step),
             "idle_estimate": projection(n_train, s, {k: v / n for k, v in cpu_per_step.items()}),
             "cpu_seconds_per_step": {k: round(v, 1) for k, v in cpu_per_step.items()}}  # fmt: skip
 
@@ -190,10 +216,11 @@ def measure(base: str, stages: list[str], s: LoraSettings, steps: int, directory
 FIELDS = ("r", "alpha", "dropout", "lr", "epochs", "batch_size", "grad_accum", "max_len", "max_steps", "max_seconds")
 
 
-def settings(args) -> LoraSettings:
-    """The preset for the base (`CPU` for the packaged model, `LoraSettings()` otherwise) with the
-    flags given on the command line."""
-    preset = CPU if getattr(args, "base", PACKAGED) == PACKAGED else LoraSettings()
+def settings(args, stage: str = "narrator") -> LoraSettings:
+    """The preset for the base and stage (`CPU` and `CPU_STAGES` for the packaged model,
+    `LoraSettings()` otherwise) with the flags given on the command line."""
+    packaged = getattr(args, "base", PACKAGED) == PACKAGED
+    preset = cpu_settings(stage) if packaged else LoraSettings()
     update = {name: getattr(args, name) for name in FIELDS if getattr(args, name, None) is not None}
     if getattr(args, "layers", None):
         lo, _, hi = args.layers.partition("-")
@@ -206,7 +233,7 @@ def cmd(args) -> int:
     from rich.console import Console
 
     directory = args.corpus or corpus.DEFAULT_DIR
-    s = settings(args)
+    s = {stage: settings(args, stage) for stage in args.stages}
     console = Console()
     if args.measure:
         result = measure(args.base, args.stages, s, args.measure, directory, args.threads)

@@ -64,3 +64,27 @@ def test_few_steps_on_the_packaged_model_learn_and_serve(tmp_path):
         settings = Narrator(redis_url="redis://unused", llm_base_url=url, llm_temperature=0.0)
         client = Client(settings, "narrate", lora=lora_field(1, 0))  # what a stage's client sends
         assert client.chat(messages, model="narrator", max_tokens=24).text != base
+
+
+def test_the_cpu_preset_is_per_stage_and_flags_apply_to_every_stage():
+    import argparse
+
+    args = argparse.Namespace(base=ft.PACKAGED, lr=None, epochs=None, layers=None, max_seconds=None)
+    narrator, describer = ft.settings(args, "narrator"), ft.settings(args, "describer")
+    assert (narrator.epochs, describer.epochs) == (1.0, 2.0)
+    assert narrator.max_seconds + describer.max_seconds <= 60 * 60  # the full run fits in the hour
+    args.epochs = 3.0
+    assert {ft.settings(args, st).epochs for st in ("narrator", "describer")} == {3.0}
+
+
+def test_training_one_stage_keeps_the_others_record(tmp_path):
+    import json
+
+    new = {"base": {"name": "b", "sha256": "x"}, "corpus": {"sha256": "c"}}
+    (tmp_path / "narrator").mkdir()
+    old = {**new, "stages": {"narrator": {"steps": 109}, "describer": {"steps": 109}}, "evaluation": {"x": 1}}
+    (tmp_path / "manifest.json").write_text(json.dumps(old))
+    # the describer's folder is gone (being trained again): only the narrator's record is kept
+    assert ft.kept_stages(tmp_path / "manifest.json", new) == {"narrator": {"steps": 109}}
+    other = {**new, "corpus": {"sha256": "changed"}}
+    assert ft.kept_stages(tmp_path / "manifest.json", other) == {}  # another corpus: nothing carries over
