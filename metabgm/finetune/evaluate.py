@@ -18,6 +18,9 @@ Rules:
   scored against the same references; p50/p95 latency per stage.
 - Greedy decoding. The first `--timed` cases of each part run one at a time (the latency figures
   are theirs), the rest `--workers` at once on as many server slots.
+- `--systems adapter` (after retraining an adapter) runs only that system; the base's rows, and
+  with `--stages describer` the narrator's agreement, are kept from the earlier `--out` of the
+  same split and corpus, and the meta says which rows were kept and from when.
 - `--agreement`: the served adapter is the trained one. On the dev split, both engines' raw
   greedy replies to the same messages (transformers with the PEFT adapter on the float32 base,
   llama.cpp with the GGUF adapter on the Q4_1 base, no grammar) are scored against the same
@@ -251,7 +254,8 @@ def served_replies(url: str, stage: str, examples: list) -> list[str]:
     return out
 
 
-def agreement(adapters: Path, split: str, limit: int, directory: Path, wn=None) -> dict:
+def agreement(adapters: Path, split: str, limit: int, directory: Path, wn=None,
+              stages: tuple[str, ...] = ("narrator", "describer")) -> dict:  # fmt: skip
     """The served adapter is the trained one: both engines' raw replies scored against the same
     references (and how often they are the same text). llama.cpp runs on the quantized weights, so
     exact greedy agreement is not expected; the scores should be within a few points."""
@@ -260,7 +264,7 @@ def agreement(adapters: Path, split: str, limit: int, directory: Path, wn=None) 
     from .train import pairs
 
     wn = wn if wn is not None else metrics.wordnet()
-    examples = {st: pairs(st, split, directory)[: limit or None] for st in ("narrator", "describer")}
+    examples = {st: pairs(st, split, directory)[: limit or None] for st in stages}
     hf = {st: hf_replies(adapters, st, ex) for st, ex in examples.items()}
     with EmbeddedLLM(None, "--parallel", "1", *lora_flags(adapters)) as url:
         served = {st: served_replies(url, st, ex) for st, ex in examples.items()}
@@ -276,6 +280,28 @@ def agreement(adapters: Path, split: str, limit: int, directory: Path, wn=None) 
     return out
 
 
+def kept(result: dict, old: dict | None, systems: list[str], stages: list[str]) -> dict:
+    """`result` completed with the rows of the systems (and the agreement of the stages) it did not
+    run, from the earlier results `old` of the same split and corpus; the meta says what was kept."""
+    same = old and old.get("meta", {}).get("split") == result["meta"]["split"] and (
+        old["meta"].get("corpus_sha256") == result["meta"]["corpus_sha256"])  # fmt: skip
+    if not same:
+        return result
+    for part in ("split", "reference"):
+        ours = result[part]
+        ours["rows"] += [r for r in old[part]["rows"] if r["system"] not in (*systems, "prior template")]
+        ours["rows"].sort(key=lambda r: ORDER.get(r["system"], len(ORDER)))
+        ours["samples"] += [x for x in old[part]["samples"] if x["system"] not in systems]
+    if old.get("agreement"):
+        result["agreement"] = {**{k: v for k, v in old["agreement"].items() if k not in stages},
+                               **(result.get("agreement") or {})}  # fmt: skip
+    result["meta"]["kept"] = {"systems": [s for s in ("base", "adapter") if s not in systems],
+                              "agreement": [s for s in old.get("agreement") or {} if s not in stages],
+                              "from": old["meta"].get("at")}  # fmt: skip
+    return result
+
+
+ORDER = {"prior template": 0, "base": 1, "adapter": 2}
 SCORES = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l")
 CHECKS = ("guard_pass_pct", "grounded_pct", "raw_grounded_pct", "repeats_in_a_row", "inside_prior_pct",
           "own_caption_pct", "llm_pct", "p50_s", "p95_s")  # fmt: skip
@@ -289,6 +315,10 @@ def markdown(result: dict, command: str) -> str:
              f"- command: `{command}`", f"- date: {meta['at']}, {meta['seconds']:.0f} s",
              f"- cases: {meta['n']} of the {meta['split']} split, {meta['reference_n']} reference scenes; "
              f"latency: {meta['latency']}", ""]  # fmt: skip
+    if meta.get("kept"):
+        k = meta["kept"]
+        lines[-1:-1] = [f"- kept from the run of {k['from']} (not run again): the rows of {k['systems'] or 'none'}, "
+                        f"the agreement of {k['agreement'] or 'none'}"]  # fmt: skip
     for part in ("split", "reference"):
         lines += [f"## {meta['split'] if part == 'split' else 'reference set'}", "",
                   "| system | task | " + " | ".join(SCORES + CHECKS) + " |",
@@ -320,8 +350,9 @@ def cmd(args, argv: list[str]) -> int:
     reference = reference_set()[: args.limit or None]
     started = time.time()
     server = ("--parallel", str(max(1, args.workers)), "--threads", str(args.threads), *lora_flags(args.adapters))
+    systems = {k: v for k, v in lora_systems().items() if k in args.systems}
     with EmbeddedLLM(args.data_dir / "logs" / "eval-finetune-llm.log", *server) as url:
-        result = {part: evaluate(url, rs, lora_systems(), workers=args.workers, timed=args.timed)
+        result = {part: evaluate(url, rs, systems, workers=args.workers, timed=args.timed)
                   for part, rs in (("split", split), ("reference", reference))}  # fmt: skip
     result["meta"] = {"adapters": str(args.adapters), "split": args.split, "n": len(split),
                       "reference_n": len(reference), "workers": args.workers, "server_threads": args.threads,
@@ -330,7 +361,11 @@ def cmd(args, argv: list[str]) -> int:
                       "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
                       "seconds": round(time.time() - started, 1)}  # fmt: skip
     if args.agreement:
-        result["agreement"] = agreement(args.adapters, "dev", args.agreement_n, args.corpus or corpus.DEFAULT_DIR)
+        result["agreement"] = agreement(args.adapters, "dev", args.agreement_n, args.corpus or corpus.DEFAULT_DIR,
+                                        stages=tuple(args.stages))  # fmt: skip
+    if len(args.systems) < 2 or (args.agreement and len(args.stages) < 2):
+        result = kept(result, json.loads(args.out.read_text()) if args.out.is_file() else None, args.systems,
+                      args.stages if args.agreement else [])  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result, "python -m metabgm.finetune.evaluate " + " ".join(argv)))
@@ -362,6 +397,20 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--timed", type=int, default=30, help="cases run one at a time for the latency figures")
     ev.add_argument("--agreement", action="store_true", help="also: transformers against llama.cpp on the dev split")
     ev.add_argument("--agreement-n", type=int, default=40, help="dev examples per stage for --agreement (0: all)")
+    ev.add_argument(
+        "--systems",
+        nargs="+",
+        default=["base", "adapter"],
+        choices=["base", "adapter"],
+        help="the systems to run; the others' rows are kept from --out (same split and corpus)",
+    )
+    ev.add_argument(
+        "--stages",
+        nargs="+",
+        default=["narrator", "describer"],
+        choices=["narrator", "describer"],
+        help="the stages --agreement checks; the others' agreement is kept from --out",
+    )
     return cmd(ev.parse_args(argv), argv if argv is not None else sys.argv[1:])
 
 

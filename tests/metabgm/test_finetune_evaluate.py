@@ -31,3 +31,26 @@ def test_the_markdown_carries_every_row() -> None:
     meta = {"at": "2026-11-26T00:00:00Z", "seconds": 1.0, "n": 2, "split": "test", "reference_n": 0, "latency": "x"}
     md = ev.markdown({"meta": meta, "split": {"rows": rows}, "reference": {"rows": []}}, "cmd")
     assert "| adapter | narrator | 30.0 |" in md and "| base | narrator | 10.0 |" in md
+
+
+def test_a_partial_run_keeps_the_other_systems_rows_and_says_so() -> None:
+    def part(system: str, bleu: float) -> dict:
+        return {"rows": [{"system": "prior template", "task": "describer", "bleu1": 50.0},
+                         {"system": system, "task": "describer", "bleu1": bleu}],
+                "samples": [{"system": system, "describer": "x"}]}  # fmt: skip
+
+    meta = {"at": "then", "split": "test", "corpus_sha256": "c"}
+    old = {"meta": meta, "split": part("base", 40.0), "reference": part("base", 20.0),
+           "agreement": {"narrator": {"n": 1}, "describer": {"n": 2}}}  # fmt: skip
+
+    def new() -> dict:
+        return {"meta": {**meta, "at": "now"}, "split": part("adapter", 60.0), "reference": part("adapter", 30.0),
+                "agreement": {"describer": {"n": 3}}}  # fmt: skip
+
+    out = ev.kept(new(), old, ["adapter"], ["describer"])
+    assert [(r["system"], r["bleu1"]) for r in out["split"]["rows"]] == [
+        ("prior template", 50.0), ("base", 40.0), ("adapter", 60.0)]  # fmt: skip
+    assert out["agreement"] == {"narrator": {"n": 1}, "describer": {"n": 3}}
+    assert out["meta"]["kept"] == {"systems": ["base"], "agreement": ["narrator"], "from": "then"}
+    other = {**old, "meta": {**meta, "corpus_sha256": "another corpus"}}
+    assert ev.kept(new(), other, ["adapter"], ["describer"])["meta"].get("kept") is None
