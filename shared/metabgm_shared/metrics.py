@@ -37,7 +37,7 @@ deprioritized = Counter(
     "Windows ranked behind other collectors': their collector sent more than its fair burst this minute",
     ["collector"],
 )
-inflight = Gauge("metabgm_inflight_players", "Players with a job in the pipeline")
+inflight = Gauge("metabgm_inflight_players", "Players with a scene in the LLM stages (llm_max_inflight bounds it)")
 stage_live_workers = Gauge("metabgm_stage_live_workers", "Workers of a stage whose heartbeat is live", ["stage"])
 coalesced = Counter("metabgm_coalesced_total", "Pending scenes replaced by a newer one (latest wins)")
 stale_dropped = Counter("metabgm_stale_dropped_total", "Jobs dropped for being too old", ["stage"])

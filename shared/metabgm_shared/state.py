@@ -71,7 +71,7 @@ class KeySpec:
 class Keys:
     """The only place a Redis key is spelled."""
 
-    inflight_all = f"{PREFIX}:inflight"  # zset: player key -> lease end (ms)
+    inflight_all = f"{PREFIX}:inflight"  # zset: player key in the LLM stages -> lease end (ms)
     heartbeats = f"{PREFIX}:heartbeats"  # zset: "<stage>:<host>:<thread>" -> when the beat lapses
     mod_players = f"{PREFIX}:mod_players"  # zset: "<server>:<name>" -> when the slot lapses
     running_leases = f"{PREFIX}:running:leases"  # zset: "<stage>|<job_id>" -> lease end (s)
@@ -158,7 +158,8 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("metabgm:feedback:{pk}", "list", "player_ttl_s after the last write", "Feedback JSON, newest first, 100"),
     KeySpec("metabgm:inflight:{pk}", "string", "inflight_lease_s", "job_id holding the player's turn"),
     KeySpec("metabgm:pending:{pk}", "string", "inflight_lease_s", "Job JSON parked behind it"),
-    KeySpec("metabgm:inflight", "zset", "members removed on release or when lapsed", "player key -> lease end"),
+    KeySpec("metabgm:inflight", "zset", "members removed leaving the LLM, on release or when lapsed",
+            "player key in the LLM stages -> lease end"),
     KeySpec("metabgm:events:{pk}", "channel", "pub/sub, not stored", "PlayerEvent JSON"),
     KeySpec("metabgm:lock:ingest:{pk}", "string", "10 s", "redis-py lock token"),
     KeySpec("metabgm:played:{job_id}", "string", "1200 s", "player key (window_to_playing seen once)"),
@@ -261,6 +262,13 @@ redis.call('PUBLISH', KEYS[3], ARGV[3])
 return 1
 """
 
+# A job leaving the LLM stages with its player's turn (it goes on to render): no longer counted
+# as LLM work, so the ladder's room is the LLM's, not the synth queue's.
+_LEAVE_LLM = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('ZREM', KEYS[2], ARGV[2]) end
+return 0
+"""
+
 # Lapsed running leases: removed and returned with their jobs, atomically, so one reaper gets each.
 _REAP = """
 local lost = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
@@ -338,6 +346,12 @@ class PlayerOps:
         now_ms = int(self.clock() * 1000)
         args = [job.job_id, self._lease_ms, now_ms, job.player_key]
         return Op((("eval", _RELEASE, 3, *self._turn_keys(job.player_key), *args),), _job_or_none)
+
+    def leave_llm(self, job: Job) -> Op[bool]:
+        """`job` is done with the LLM stages (its render follows): the player keeps the turn, the
+        LLM's room (`inflight_all`) counts it no more. False when `job` does not hold the turn."""
+        keys = (Keys.inflight(job.player_key), Keys.inflight_all)
+        return Op((("eval", _LEAVE_LLM, 2, *keys, job.job_id, job.player_key),), lambda r: bool(r[0]))
 
     def holds(self, job: Job) -> Op[bool]:
         """Whether `job` still holds its player's turn (a redelivered old copy does not)."""

@@ -206,6 +206,8 @@ def _run(pipeline: Pipeline, stage: str, fn: Stage, job: Job, picked_at: float) 
     if not chained:
         pipeline.dispatch(out)
     elif (nxt := next_stage(out.route, stage)) is not None:
+        if BY_NAME[stage].llm and not BY_NAME[nxt].llm:
+            pipeline.players.leave_llm(out)  # the render ahead is not the LLM's work
         send(pipeline.app, nxt, out.model_dump(mode="json"))
     else:
         pipeline.finish(out)

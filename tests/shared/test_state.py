@@ -108,6 +108,22 @@ def test_stale_job_is_dropped_at_a_stage_and_frees_the_player(pipeline, players)
     assert players.inflight_count() == 0
 
 
+def test_a_job_leaving_the_llm_for_its_render_frees_the_llms_room_not_the_players_turn(pipeline, players):
+    from metabgm_shared.stages import ROUTES, Rung
+
+    first = job(1).model_copy(update={"rung": Rung.full, "route": list(ROUTES[Rung.full])})
+    players.admit(first)
+    run_stage(pipeline, "narrate", lambda j: j, first.model_dump(mode="json"))
+    assert players.inflight_count() == 1  # narrator -> describer: still LLM work
+    run_stage(pipeline, "describe", lambda j: j, first.model_dump(mode="json"))
+    assert players.inflight_count() == 0 and depth(players.r, "synth") == 1  # its render is not the LLM's
+    assert players.busy(first.player_key)  # the player's turn lasts until the render
+    assert players.admit(job(2)) is Admission.parked
+    assert not players.leave_llm(job(3))  # a job without the turn changes nothing
+    nxt = players.release(first)
+    assert nxt is not None and players.inflight_count() == 1  # the parked scene starts at the LLM
+
+
 def test_a_failing_stage_frees_the_player_and_does_not_raise(pipeline, players):
     first = job(1)
     players.admit(first)
