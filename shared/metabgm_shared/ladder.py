@@ -20,6 +20,10 @@ Rules:
   path, or the describer alone once half the LLM's room is taken), marked `refine`, same
   `scene_id`: the describer keeps the key and tempo the player hears, and the synth drops it once
   the player has a newer scene. No scene changes key or tempo twice.
+- Backlog: a refinement the LLM refused for want of room waits (newest scene per player, for
+  `refine_backlog_s`); each time a scene leaves the LLM stages, the newest waiting one whose scene
+  the player still hears, and whom the LLM admits now, is sent. The LLM's idle moments after a
+  burst (players joining, a server-wide nightfall) refine the scenes the burst served fast.
 - Admission of LLM work sheds the most expensive rungs first: at most `llm_max_inflight` scenes in
   the LLM stages; ordinary changes only up to `llm_ordinary_share` of that, so urgent ones find
   room; once half of it is taken, one server takes at most a fair share (the limit over the servers
@@ -224,8 +228,12 @@ class Ladder:
             metrics.coalesced.inc()
 
     def refine(self, job: Job, load: Load) -> bool:
-        """The LLM's pass over a scene a fast rung served, when the LLM admits it."""
-        if (job.decision is not None and job.decision.skip) or self.llm_refusal(job, load) is not None:
+        """The LLM's pass over a scene a fast rung served, when the LLM admits it; else it waits in
+        the backlog."""
+        if job.decision is not None and job.decision.skip:
+            return False
+        if self.llm_refusal(job, load) is not None:
+            self.wait_for_room(job)
             return False
         # Past half of the LLM's room, the narrator is shed first: the describer alone refines.
         rung = Rung.full if len(load.llm) < self.s.llm_max_inflight / 2 else Rung.describer
@@ -235,6 +243,37 @@ class Ladder:
         )  # fmt: skip
         self.admit(refined)
         return True
+
+    def wait_for_room(self, job: Job) -> None:
+        ttl = min(self.s.refine_backlog_s, self.s.stale_after_s / 2)
+        if ttl <= 0:
+            return
+        pipe = self.r.pipeline(transaction=True)
+        pipe.set(Keys.unrefined(job.player_key), job.model_dump_json(), px=int(ttl * 1000))
+        pipe.zadd(Keys.ladder_unrefined, {job.player_key: job.received_at})
+        pipe.execute()
+        metrics.refine_backlog.labels("waited").inc()
+
+    def backfill(self, tries: int = 8) -> bool:
+        """The LLM has room again: send the newest waiting refinement it admits whose scene the
+        player still hears (older or unheard ones are dropped). True when one was sent."""
+        load = self.load()
+        for _ in range(tries):
+            popped = self.r.zpopmax(Keys.ladder_unrefined)
+            if not popped:
+                return False
+            pk = popped[0][0].decode()
+            raw = self.r.getdel(Keys.unrefined(pk))
+            job = Job.model_validate_json(raw) if raw else None
+            if job is None or self.players.current_scene(pk) != job.scene_id or self.players.busy(pk):
+                metrics.refine_backlog.labels("dropped").inc()
+                continue
+            if self.llm_refusal(job, load) is not None:  # still no room for this one: it waits on
+                self.wait_for_room(job)
+                return False
+            metrics.refine_backlog.labels("sent").inc()
+            return self.refine(job, load)
+        return False
 
     def serve_nearest(self, job: Job) -> None:
         raw = self.r.hget(Keys.ladder_nearest, nearest_field(job.scene))

@@ -82,6 +82,9 @@ time_to_music = Histogram(
 )
 deadline_missed = Counter("metabgm_ladder_deadline_missed_total", "Music ready after its deadline", ["rung"])
 refined = Counter("metabgm_refined_total", "LLM refinements of a scene a fast rung served, by outcome", ["outcome"])
+refine_backlog = Counter(
+    "metabgm_refine_backlog_total", "Refinements the LLM had no room for: waited, then sent or dropped", ["outcome"]
+)
 pregenerated = Counter("metabgm_pregenerated_total", "Anticipated scenes sent to be rendered ahead", ["reason"])
 pregen_served = Counter("metabgm_pregen_served_total", "Scene changes served by a pre-generated clip", ["reason"])
 queue_wait = Histogram(

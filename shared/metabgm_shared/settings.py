@@ -45,6 +45,9 @@ class Common(BaseSettings):
     llm_ordinary_share: float = Field(0.75, gt=0, le=1, description="of llm_max_inflight, open to ordinary changes")
     synth_max_queue: int = Field(32, ge=1, description="renders waiting before changes take a cached clip")
     synth_parallel: int = Field(2, ge=1, description="renders the synth workers run at once, for the predictor")
+    refine_backlog_s: float = Field(
+        30.0, ge=0, description="a refinement the LLM had no room for waits this long for room; 0: dropped"
+    )
     pregenerate: bool = True
     pregen_ttl_s: float = Field(180.0, gt=0, description="an anticipated scene is rendered once per player per this")
     # Worker /metrics listen here; 0.0.0.0 only where the scraper is on another host (compose, k8s).

@@ -142,9 +142,15 @@ class Keys:
     ladder_stats = f"{PREFIX}:ladder:stats"  # hash: "work:<stage>" / "wait:<stage>" -> EWMA seconds
     ladder_nearest = f"{PREFIX}:ladder:nearest"  # hash: "<mode>|<dimension>" -> Served JSON
 
+    ladder_unrefined = f"{PREFIX}:ladder:unrefined"  # zset: player key -> when its scene changed
+
     @staticmethod
     def pregen(pk: str, signature: str) -> str:
         return f"{PREFIX}:pregen:{pk}:{signature}"
+
+    @staticmethod
+    def unrefined(pk: str) -> str:
+        return f"{PREFIX}:ladder:unrefined:{pk}"
 
 
 ALL_CHANNELS = f"{PREFIX}:events:*"
@@ -183,6 +189,9 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("metabgm:ladder:stats", "hash", "fixed set of 2 fields per stage", "work:/wait:<stage> -> EWMA s"),
     KeySpec("metabgm:ladder:nearest", "hash", "one field per mode and dimension", "the last clip made for it"),
     KeySpec("metabgm:pregen:{pk}:{scene}", "string", "pregen_ttl_s", "why the scene was pre-generated"),
+    KeySpec("metabgm:ladder:unrefined", "zset", "members popped by the backlog; one per player",
+            "player key -> when its scene waiting for the LLM changed"),
+    KeySpec("metabgm:ladder:unrefined:{pk}", "string", "refine_backlog_s", "the refinement Job JSON waiting"),
 )  # fmt: skip
 
 # Kept for callers written before `Keys`.

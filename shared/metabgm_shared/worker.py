@@ -89,6 +89,18 @@ class Pipeline:
             nxt = self.players.release(nxt)
         if nxt is not None:
             send(self.app, entry(nxt), nxt.model_dump(mode="json"))
+        else:
+            self.llm_freed()
+
+    def llm_freed(self) -> None:
+        """A scene left the LLM stages: a refinement waiting for room may go."""
+        if self.ladder is not None:
+            try:
+                self.ladder.backfill()
+            except REDIS_AWAY:
+                raise
+            except Exception:  # the backlog is an improvement; the job that freed the room is done
+                log.exception("the refinement backlog failed")
 
     def _owns_scene(self, job: Job, slotted: bool) -> bool:
         if slotted:
@@ -206,8 +218,8 @@ def _run(pipeline: Pipeline, stage: str, fn: Stage, job: Job, picked_at: float) 
     if not chained:
         pipeline.dispatch(out)
     elif (nxt := next_stage(out.route, stage)) is not None:
-        if BY_NAME[stage].llm and not BY_NAME[nxt].llm:
-            pipeline.players.leave_llm(out)  # the render ahead is not the LLM's work
+        if BY_NAME[stage].llm and not BY_NAME[nxt].llm and pipeline.players.leave_llm(out):
+            pipeline.llm_freed()  # the render ahead is not the LLM's work
         send(pipeline.app, nxt, out.model_dump(mode="json"))
     else:
         pipeline.finish(out)

@@ -148,3 +148,26 @@ def test_one_collector_cannot_take_the_llm_from_the_others_across_servers(redis_
     fair = change(server="own", player="b")
     fair.collector = "fair"
     assert lad.llm_refusal(fair, seen) is None
+
+
+def test_a_refinement_refused_for_room_waits_and_goes_once_the_llm_has_room(redis_url: str) -> None:
+    from metabgm_shared.queues import depth
+
+    lad = ladder(redis_url, llm_max_inflight=2)
+    lad.r.zadd(Keys.inflight_all, {"s:x": (NOW + 60) * 1000, "s:y": (NOW + 60) * 1000})  # the LLM is full
+    a, b = change(player="a"), change(player="b")
+    assert lad.dispatch(a) is Rung.prior and lad.dispatch(b) is Rung.prior  # music first, on the prior
+    assert depth(lad.r, "narrate") == 0 and lad.r.zcard(Keys.ladder_unrefined) == 2  # both refinements wait
+    assert not lad.backfill()  # still no room: nothing is sent, and nothing is lost
+    assert lad.r.zcard(Keys.ladder_unrefined) == 2
+    lad.r.zrem(Keys.inflight_all, "s:x", "s:y")
+    lad.players.set_scene("s:b", "a newer scene")  # b moved on: its old scene's refinement is worth nothing
+    assert lad.backfill()
+    assert depth(lad.r, "narrate") == 1 and lad.players.busy("s:a") and not lad.players.busy("s:b")
+    assert lad.r.zcard(Keys.ladder_unrefined) == 0 and not lad.backfill()
+
+
+def test_no_backlog_when_it_is_switched_off(redis_url: str) -> None:
+    lad = ladder(redis_url, llm_max_inflight=0, refine_backlog_s=0)
+    assert lad.dispatch(change(player="c")) is Rung.prior
+    assert lad.r.zcard(Keys.ladder_unrefined) == 0
