@@ -161,7 +161,8 @@ def markdown(rows: list[dict]) -> list[str]:
         lines += ["", "In a real browser, for the players whose page was open (change to clip ready, and to the page "
                   "reporting the clip playing):", "",
                   "| players | pages | changes | played in the page | ready p50 / p95 / p99 s | "
-                  "playing p50 / p95 / p99 s |", "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+                  "playing p50 / p95 / p99 s | playing by transition (p50 / p95 s) |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
         for r in (r for r in rows if r["browser"]):
             lines.append(browser_row(str(r["players"]), len(r["browser"]["players"]), r["browser"]))
             lines.append(browser_row(f"{r['players']}, after joining", "", r["browser"]["after_joining"]))
@@ -173,8 +174,9 @@ def browser_row(label: str, pages: int | str, m: dict) -> str:
         return " / ".join("–" if t[k] is None else f"{t[k]}" for k in ("p50", "p95", "p99"))
 
     share = "–" if m["played_share"] is None else f"{m['played_share']:.0%}"
+    by = "; ".join(f"{t} {v['p50']} / {v['p95']}" for t, v in m.get("playing_by_transition_s", {}).items() if v["p50"])
     return (f"| {label} | {pages} | {m['scene_changes']} | {share} | {q(m['change_to_ready_s'])} | "
-            f"{q(m['change_to_playing_s'])} |")  # fmt: skip
+            f"{q(m['change_to_playing_s'])} | {by} |")  # fmt: skip
 
 
 def row(label: str, m: dict, queues: str) -> str:

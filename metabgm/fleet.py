@@ -318,6 +318,7 @@ class Recorder:
     delivered: dict[str, tuple[str, float]] = field(default_factory=dict)  # job id -> (scene, its received_at)
     received: dict[str, float] = field(default_factory=dict)  # scene -> when its window reached the gateway
     playing: dict[str, float] = field(default_factory=dict)  # scene -> seconds until a browser played it
+    transition: dict[str, str] = field(default_factory=dict)  # scene -> how its first music comes in
 
     def accepted(self, batch: list[dict], reply: dict, at: float) -> None:
         for item in reply.get("accepted", []):
@@ -337,6 +338,7 @@ class Recorder:
             if scene not in self.first:
                 self.first[scene] = (at - data["received_at"], data.get("rung", "full"))
                 self.received[scene] = data["received_at"]
+                self.transition[scene] = data.get("transition") or "crossfade"
 
     def played(self, reports: list[dict]) -> None:
         """What a player page reported playing (its `window.metabgm.reported`: the gateway's answer
@@ -363,7 +365,12 @@ class Recorder:
             return {"scene_changes": len(changes),
                     "played_share": round(len(played) / len(changes), 3) if changes else None,
                     "change_to_ready_s": quantiles([self.first[c][0] for c in changes if c in self.first]),
-                    "change_to_playing_s": quantiles(played)}  # fmt: skip
+                    "change_to_playing_s": quantiles(played),
+                    # a cut (urgent) lands on the page's next beat, any other on its next phrase end
+                    "playing_by_transition_s": {t: quantiles([self.playing[c] for c in changes if c in self.playing
+                                                              and self.transition.get(c) == t])
+                                                for t in sorted({self.transition.get(c, "crossfade") for c in changes
+                                                                 if c in self.playing})}}  # fmt: skip
 
         return {"players": sorted(players), **measure(self.changes(players=players)),
                 "after_joining": measure(self.changes(joins=False, players=players))}  # fmt: skip

@@ -75,7 +75,7 @@ def test_the_recorder_times_each_change_to_playing_in_a_browser() -> None:
         rec.event({"type": "scene", "server_id": "s", "player_id": "a", "data": {"index": i, "decision": decision}}, 0)
     played = {"scene_id": "j0", "job_id": "j0", "received_at": 100.0, "rung": "prior"}
     rec.event({"type": "now_playing", "server_id": "s", "player_id": "a", "data": played}, 101.0)
-    fast = {"scene_id": "j1", "job_id": "j1", "received_at": 110.0, "rung": "prior"}
+    fast = {"scene_id": "j1", "job_id": "j1", "received_at": 110.0, "rung": "prior", "transition": "cut"}
     rec.event({"type": "now_playing", "server_id": "s", "player_id": "a", "data": fast}, 110.5)
     refined = fast | {"job_id": "j1-refined", "received_at": 110.2, "rung": "full", "refined": True}
     rec.event({"type": "now_playing", "server_id": "s", "player_id": "a", "data": refined}, 113.0)
@@ -93,3 +93,5 @@ def test_the_recorder_times_each_change_to_playing_in_a_browser() -> None:
         browser["after_joining"]["scene_changes"] == 2 and browser["after_joining"]["change_to_playing_s"]["p50"] == 4.2
     )
     assert rec.browser({"s:b"})["scene_changes"] == 0
+    by = browser["playing_by_transition_s"]  # the combat cut on a beat, the first scene on a phrase end
+    assert (by["cut"]["p50"], by["crossfade"]["p50"]) == (4.2, 2.5)
