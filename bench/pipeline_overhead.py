@@ -1,21 +1,30 @@
-"""Pipeline overhead: what each hop adds (a job put on a stage's queue -> a worker starting it),
-next to a raw Redis round trip measured in the same run, for fleets of 1,000 and 5,000 players.
+"""Pipeline overhead: what each hop adds, for fleets of 1,000 and 5,000 players, next to a raw Redis
+round trip measured in the same run, under the same load.
 
-    flock /tmp/metabgm-bench.lock .venv/bin/python bench/pipeline_overhead.py [--players 1000 5000] [--duration 30]
+    flock /tmp/metabgm-bench.lock .venv/bin/python bench/pipeline_overhead.py [--players 1000 5000] \
+        [--warmup 10] [--duration 20] [--appendfsync always]
 
-Model backends made instant, clearly: `METABGM_LLM_MAX_INFLIGHT=0` keeps every change off the
-LLM (the describer's prior rung, no LLM call; no LLM server runs) and the renderer is the real
-CPU renderer at `METABGM_CLIP_BARS=1`, so the synth hop still holds render backlog when renders
-pile up (read its row with that in mind). The hop times are the workers' own
-`metabgm_queue_wait_seconds` histograms, quantiles interpolated within buckets.
-Writes bench/results/pipeline_overhead.json and .md.
+A hop is a job put on a stage's queue -> a worker starting it (`metabgm_queue_wait_seconds`) -> the
+worker handing it on: the next stage's queue, the ladder's dispatch, or the end of its route
+(`metabgm_stage_handoff_seconds`); the workers' own histograms, quantiles interpolated within
+buckets, counted after the warm-up (every player's first window: the fleet joining).
+Model backends instant, labelled so, as in bench/load.py: `METABGM_LLM_MAX_INFLIGHT=0` keeps every
+change off the LLM (the describer's prior rung, no LLM call; no LLM server runs). The synth is the
+real CPU renderer at `METABGM_CLIP_BARS=1` (a render is CPU work on the same 2 cores; a scene
+rendered before is a cache hit): its hand-off row is a render or a cache hit, not overhead.
+Redis runs as `metabgm up` runs it (append-only, `appendfsync always`: each write waits for an
+fsync) unless `--appendfsync` says otherwise; the round trips are a read (GET) and a write (SET),
+sampled every 20 ms during the measured window. CPU seconds per process tell who had the 2 cores.
+Writes bench/results/pipeline_overhead.json and .md (or `--name`).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import os
+import resource
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,35 +35,74 @@ from report import write_results
 
 from metabgm.fleet import Fleet
 from metabgm.local import Stack, free_port
+from metabgm_shared.queues import depths
 from metabgm_shared.settings import Secrets
 
-
-def redis_round_trip(url: str, n: int = 2000) -> dict:
-    client = redis.Redis.from_url(url)
-    times = []
-    for i in range(n):
-        t = time.perf_counter()
-        client.lpush("bench:rtt", i)
-        client.rpop("bench:rtt")
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return {"p50_ms": round(statistics.median(times) * 1e3, 3), "p99_ms": round(times[int(0.99 * n)] * 1e3, 3)}
+INSTANT = {"METABGM_LLM_MAX_INFLIGHT": "0", "METABGM_CLIP_BARS": "1",
+           "METABGM_COLLECTOR_NEW_PLAYERS_PER_MIN": "1000000", "METABGM_COLLECTOR_WINDOWS_PER_MIN": "10000000",
+           "METABGM_COLLECTOR_RATE_PER_S": "1000", "METABGM_COLLECTOR_BURST": "1000"}  # fmt: skip
+STAGES = ("ingest", "describe", "synth")
+HISTOGRAMS = {"queue_wait": "metabgm_queue_wait_seconds", "handoff": "metabgm_stage_handoff_seconds"}
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def histogram(ports: dict[str, int], name: str) -> dict[str, list[tuple[float, float]]]:
-    """stage -> cumulative (le, count) buckets, summed over the workers."""
-    out: dict[str, dict[float, float]] = {}
+class RoundTrips:
+    """Raw Redis round trips, a read (GET) and a write (SET), every `every_s` on a thread."""
+
+    def __init__(self, url: str, every_s: float = 0.02) -> None:
+        self.client, self.every_s = redis.Redis.from_url(url), every_s
+        self.read: list[float] = []
+        self.write: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        i = 0
+        while not self._stop.wait(self.every_s):
+            t = time.perf_counter()
+            self.client.get("bench:rtt")
+            self.read.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            self.client.set("bench:rtt", i)
+            self.write.append(time.perf_counter() - t)
+            i += 1
+
+    def __enter__(self) -> RoundTrips:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        return {"read_get": exact(self.read), "write_set": exact(self.write)}
+
+
+def exact(xs: list[float]) -> dict:
+    xs = sorted(xs)
+    if not xs:
+        return {"n": 0}
+    p50, p99 = xs[len(xs) // 2], xs[int(0.99 * (len(xs) - 1))]
+    return {"n": len(xs), "p50_ms": round(p50 * 1e3, 3), "p99_ms": round(p99 * 1e3, 3)}
+
+
+def scrape(ports: dict[str, int]) -> dict[str, dict[str, dict[float, float]]]:
+    """histogram -> stage -> cumulative {le: count}, summed over the workers."""
+    out: dict[str, dict[str, dict[float, float]]] = {k: {} for k in HISTOGRAMS}
     for port in ports.values():
         for fam in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text):
-            for s in fam.samples:
-                if s.name == f"{name}_bucket":
-                    le = float(s.labels["le"])
-                    out.setdefault(s.labels["stage"], {})[le] = out.get(s.labels["stage"], {}).get(le, 0) + s.value
-    return {stage: sorted(b.items()) for stage, b in out.items()}
+            for key, name in HISTOGRAMS.items():
+                for s in fam.samples:
+                    if s.name == f"{name}_bucket":
+                        buckets = out[key].setdefault(s.labels["stage"], {})
+                        le = float(s.labels["le"])
+                        buckets[le] = buckets.get(le, 0) + s.value
+    return out
 
 
 def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
-    total = buckets[-1][1]
+    total = buckets[-1][1] if buckets else 0
     if not total:
         return None
     lo_le, lo_n = 0.0, 0.0
@@ -67,56 +115,96 @@ def quantile(buckets: list[tuple[float, float]], q: float) -> float | None:
     return None
 
 
-def run(players: int, duration: float, seed: int) -> dict:
-    # The collector quotas are for tenants; one bench collector brings the whole fleet.
-    env = {"METABGM_LLM_MAX_INFLIGHT": "0", "METABGM_CLIP_BARS": "1",
-           "METABGM_COLLECTOR_NEW_PLAYERS_PER_MIN": "1000000", "METABGM_COLLECTOR_WINDOWS_PER_MIN": "10000000",
-           "METABGM_COLLECTOR_RATE_PER_S": "1000"}  # fmt: skip
-    stages = ("ingest", "describe", "synth")
-    with tempfile.TemporaryDirectory() as tmp, Stack(Path(tmp), port=free_port(), stages=stages,
-                                                     llm_url="http://127.0.0.1:9/v1", env=env) as stack:  # fmt: skip
+def hops(before: dict, after: dict) -> dict:
+    """Per stage, each part of the hop counted between the two scrapes."""
+    out: dict[str, dict] = {}
+    for key in HISTOGRAMS:
+        for stage, b in after[key].items():
+            old = before[key].get(stage, {})
+            buckets = sorted((le, n - old.get(le, 0)) for le, n in b.items())
+            out.setdefault(stage, {})[key] = {"jobs": int(buckets[-1][1]), "p50_ms": _ms(quantile(buckets, 0.5)),
+                                              "p99_ms": _ms(quantile(buckets, 0.99))}  # fmt: skip
+    return out
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def cpu(stack: Stack) -> dict[str, float]:
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return {**{name: cpu_s(p.pid) for name, p in stack.procs.items()}, "bench client": own.ru_utime + own.ru_stime}
+
+
+def run(players: int, warmup: float, duration: float, seed: int, appendfsync: str) -> dict:
+    no_llm = "http://127.0.0.1:9/v1"
+    with tempfile.TemporaryDirectory() as tmp, Stack(Path(tmp), port=free_port(), stages=STAGES, llm_url=no_llm,
+                                                     env=INSTANT) as stack:  # fmt: skip
+        client = redis.Redis.from_url(stack.redis_url)
+        client.config_set("appendfsync", appendfsync)
         headers = {"Authorization": f"Bearer {Secrets(stack.data_dir).collector_token}"}
-        fleet, sent, posting = Fleet(players, seed=seed), 0, 0.0
-        start = time.time()
-        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as http:
-            while (now := time.time() - start) < duration:
+        fleet, sent, start = Fleet(players, seed=seed), 0, time.time()
+        before = cpu0 = None
+        with httpx.Client(base_url=stack.base_url, headers=headers, timeout=30) as http, \
+                RoundTrips(stack.redis_url) as rtt:  # fmt: skip
+            while (now := time.time() - start) < warmup + duration:
+                if before is None and now >= warmup:
+                    before, cpu0, sent, rtt.read, rtt.write = scrape(stack.metrics_ports), cpu(stack), 0, [], []
                 batch = fleet.windows(now)
                 for i in range(0, len(batch), 500):
-                    t = time.perf_counter()
                     http.post("/v1/windows", json={"windows": batch[i : i + 500]}).raise_for_status()
-                    posting += time.perf_counter() - t
                 sent += len(batch)
-                time.sleep(0.1)
-        time.sleep(5)
-        rtt = redis_round_trip(stack.redis_url)
-        waits = histogram(stack.metrics_ports, "metabgm_queue_wait_seconds")
-    hops = {stage: {"jobs": int(b[-1][1]), "p50_ms": _ms(quantile(b, 0.5)), "p99_ms": _ms(quantile(b, 0.99))}
-            for stage, b in waits.items()}  # fmt: skip
-    return {"players": players, "duration_s": duration, "seed": seed, "windows": sent,
-            "windows_per_s_offered": round(sent / duration, 1),
-            "gateway_windows_per_s_while_posting": round(sent / max(posting, 1e-9), 1),
-            "redis_round_trip": rtt, "hop_queue_wait": hops}  # fmt: skip
+                time.sleep(max(0.0, 0.1 - (time.time() - start - now)))
+        after, cpu1, backlog = scrape(stack.metrics_ports), cpu(stack), depths(client, STAGES)
+    used = {name: round(cpu1[name] - cpu0[name], 1) for name in cpu1}
+    return {"players": players, "warmup_s": warmup, "measured_s": duration, "seed": seed, "appendfsync": appendfsync,
+            "windows_measured": sent, "windows_per_s": round(sent / duration, 1),
+            "queues_at_end": backlog, "redis_round_trip": rtt.summary(), "hops": hops(before, after),
+            "cpu_s": used, "cores_busy": round(sum(used.values()) / duration, 2)}  # fmt: skip
 
 
 def _ms(x: float | None) -> float | None:
     return None if x is None else round(x * 1e3, 2)
 
 
+def table(rows: list[dict]) -> list[str]:
+    out = ["| players | windows/s | Redis | stage | jobs | queue wait p50 / p99 ms | worker to next queue p50 / p99 ms"
+           " | read RTT p50 / p99 ms | write RTT p50 / p99 ms |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    for r in rows:
+        rt = r["redis_round_trip"]
+        read = f"{rt['read_get'].get('p50_ms')} / {rt['read_get'].get('p99_ms')}"
+        write = f"{rt['write_set'].get('p50_ms')} / {rt['write_set'].get('p99_ms')}"
+        for stage in STAGES:
+            h = r["hops"].get(stage)
+            if not h:
+                continue
+            q, o = h["queue_wait"], h.get("handoff", {})
+            hop = f"{q['p50_ms']} / {q['p99_ms']} | {o.get('p50_ms')} / {o.get('p99_ms')}"
+            out.append(f"| {r['players']} | {r['windows_per_s']} | fsync {r['appendfsync']} | {stage} | {q['jobs']}"
+                       f" | {hop} | {read} | {write} |")  # fmt: skip
+    out += ["", "CPU seconds in the measured window (2 cores):", ""]
+    for r in rows:
+        busy = ", ".join(f"{k} {v}" for k, v in sorted(r["cpu_s"].items(), key=lambda kv: -kv[1]))
+        out.append(f"- {r['players']} players, fsync {r['appendfsync']}: {r['cores_busy']} cores busy ({busy});"
+                   f" queues at the end {r['queues_at_end']}")  # fmt: skip
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--players", type=int, nargs="+", default=[1000, 5000])
-    ap.add_argument("--duration", type=float, default=30.0)
+    ap.add_argument("--warmup", type=float, default=10.0, help="seconds before counting (the fleet joins)")
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds counted")
     ap.add_argument("--seed", type=int, default=13)
+    ap.add_argument("--appendfsync", nargs="+", default=["always"], choices=["always", "everysec"])
+    ap.add_argument("--name", default="pipeline_overhead")
     args = ap.parse_args()
-    rows = [run(n, args.duration, args.seed) for n in args.players]
-    table = ["| players | windows/s | hop | jobs | p50 ms | p99 ms | Redis RTT p50 / p99 ms |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    for r in rows:
-        rtt = f"{r['redis_round_trip']['p50_ms']} / {r['redis_round_trip']['p99_ms']}"
-        for stage, h in r["hop_queue_wait"].items():
-            table.append(f"| {r['players']} | {r['windows_per_s_offered']} | -> {stage} | {h['jobs']} | "
-                         f"{h['p50_ms']} | {h['p99_ms']} | {rtt} |")  # fmt: skip
-    write_results("pipeline_overhead", {"runs": rows}, table, note=__doc__.split("\n\n")[0])
+    rows = [run(n, args.warmup, args.duration, args.seed, f) for f in args.appendfsync for n in args.players]
+    write_results(args.name, {"backends": "instant (labelled): no LLM (METABGM_LLM_MAX_INFLIGHT=0, prior rung); "
+                              "synth: real CPU renderer, 1-bar clips, cache hits for scenes rendered before",
+                              "runs": rows}, table(rows), note=__doc__.split("\n\n")[0])  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -97,3 +97,20 @@ def llm_server(tmp_path_factory) -> str:
     """The embedded LLM (real llama.cpp, real SmolLM2) started as `metabgm up` starts it; its /v1 URL."""
     with EmbeddedLLM(tmp_path_factory.mktemp("llm") / "llm.log") as url:
         yield url
+
+
+@pytest.fixture
+def round_trips(monkeypatch) -> list[bytes]:
+    """What this process sends to Redis over sync connections (kombu's included), one entry per
+    round trip: a pipeline or a script is one. Each write waits for Redis's fsync in production."""
+    from redis.connection import AbstractConnection
+
+    sent: list[bytes] = []
+    send = AbstractConnection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        sent.append(command)
+        return send(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    return sent

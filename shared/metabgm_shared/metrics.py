@@ -87,9 +87,19 @@ refine_backlog = Counter(
 )
 pregenerated = Counter("metabgm_pregenerated_total", "Anticipated scenes sent to be rendered ahead", ["reason"])
 pregen_served = Counter("metabgm_pregen_served_total", "Scene changes served by a pre-generated clip", ["reason"])
+# A hop of the pipeline: a job waits on a stage's queue (`queue_wait`), then the worker runs it and
+# hands it on (`handoff`); bench/pipeline_overhead.py reads both.
+HOP_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
+               5, 10, 30)  # fmt: skip
 queue_wait = Histogram(
     "metabgm_queue_wait_seconds",
     "From a job being put on a stage's queue to a worker starting it",
     ["stage"],
-    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=HOP_BUCKETS,
+)
+handoff = Histogram(
+    "metabgm_stage_handoff_seconds",
+    "From a worker starting a job to handing it on: the next stage's queue, the ladder's dispatch or the end",
+    ["stage"],
+    buckets=HOP_BUCKETS,
 )

@@ -119,10 +119,6 @@ class Keys:
         return f"{PREFIX}:events:{pk}"
 
     @staticmethod
-    def ingest_lock(pk: str) -> str:
-        return f"{PREFIX}:lock:ingest:{pk}"
-
-    @staticmethod
     def played(job_id: str) -> str:
         return f"{PREFIX}:played:{job_id}"
 
@@ -167,7 +163,6 @@ KEYS: tuple[KeySpec, ...] = (
     KeySpec("metabgm:inflight", "zset", "members removed leaving the LLM, on release or when lapsed",
             "player key in the LLM stages -> lease end"),
     KeySpec("metabgm:events:{pk}", "channel", "pub/sub, not stored", "PlayerEvent JSON"),
-    KeySpec("metabgm:lock:ingest:{pk}", "string", "10 s", "redis-py lock token"),
     KeySpec("metabgm:played:{job_id}", "string", "1200 s", "player key (window_to_playing seen once)"),
     KeySpec("metabgm:mod:{server}:{name}", "string", "mod_idle_s", "when the seed mod's player joined"),
     KeySpec("metabgm:mod_players", "zset", "members lapse after mod_idle_s, trimmed after 1 h", "server:name"),
@@ -278,6 +273,25 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('ZREM', KEYS[2],
 return 0
 """
 
+# A job starting at a stage: leased to its worker (1), unless it already ran there (0: a copy).
+_BEGIN_JOB = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], 'NX', ARGV[4], ARGV[1])
+redis.call('HSET', KEYS[5], ARGV[5], ARGV[4])
+return 1
+"""
+
+# The change detector's memory is written only while it is still what the writer read (compare
+# and set): two workers judging windows of one player at once cannot both write it.
+_SWAP_CHANGE = """
+if (redis.call('HGET', KEYS[1], 'change') or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'change', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 # Lapsed running leases: removed and returned with their jobs, atomically, so one reaper gets each.
 _REAP = """
 local lost = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 100)
@@ -317,6 +331,10 @@ def _admission(results: list) -> Admission:
 
 def _job_or_none(results: list) -> Job | None:
     return Job.model_validate_json(results[0]) if results[0] else None
+
+
+def _as_read(results: list) -> tuple[ChangeState, bytes]:
+    return _model(ChangeState, results) or ChangeState(), results[0] or b""
 
 
 def _model(kind: type, results: list):
@@ -386,6 +404,16 @@ class PlayerOps:
 
     def set_change(self, pk: str, value: ChangeState) -> Op[None]:
         return self._put_model(pk, "change", value)
+
+    def change_as_read(self, pk: str) -> Op[tuple[ChangeState, bytes]]:
+        """`change`, with the stored text it was read from (for `swap_change`)."""
+        return Op((("hget", Keys.player(pk), "change"),), _as_read)
+
+    def swap_change(self, pk: str, read: bytes, value: ChangeState) -> Op[bool]:
+        """Write the change detector's memory if it is still `read` (`change_as_read`); False when
+        another window's verdict was written in between (judge again)."""
+        args = (read, value.model_dump_json(), int(self.ttl_s))
+        return Op((("eval", _SWAP_CHANGE, 1, Keys.player(pk), *args),), lambda r: bool(r[0]))
 
     def set_scene(self, pk: str, scene_id: str, collector: str | None = None) -> Op[None]:
         """The player's newest scene change (and the collector that posted it, for the ladder's fair
@@ -495,10 +523,15 @@ class PlayerOps:
         until = self.clock() + self.lost_job_s
         return Op(tuple(("zadd", Keys.running_leases, {m: until}, Kw(xx=True)) for m in members), lambda r: None)
 
-    def already_done(self, stage: str, job: Job) -> Op[bool]:
-        """Whether the job already ran at this stage: the broker's redelivery, or a job handed
-        back as lost whose worker was only stopped and finished it after all."""
-        return Op((("exists", Keys.done(stage, job.job_id)),), lambda r: bool(r[0]))
+    def begin_job(self, stage: str, job: Job) -> Op[bool]:
+        """`start_job`, in one round trip with the check that the job has not already run at this
+        stage (the broker's redelivery, or a job handed back as lost whose worker was only stopped
+        and finished it after all): False, and nothing leased, for such a copy."""
+        member, now = f"{stage}|{job.job_id}", self.clock()
+        keys = (Keys.done(stage, job.job_id), Keys.running_jobs, Keys.running_leases, Keys.running_started,
+                Keys.progress)  # fmt: skip
+        args = (member, job.model_dump_json(), now + self.lost_job_s, now, stage)
+        return Op((("eval", _BEGIN_JOB, len(keys), *keys, *args),), lambda r: bool(r[0]))
 
     def end_job(self, stage: str, job: Job) -> Op[None]:
         member = f"{stage}|{job.job_id}"

@@ -146,10 +146,14 @@ class Pipeline:
             self.players.start_job(stage, job)  # leased again: a later beat hands it back
             raise
 
+    def begin(self, stage: str, job: Job) -> bool:
+        """Lease the job to this worker, so a worker dying under it hands it back; False (nothing
+        leased) for a copy that already ran at this stage. One round trip for both."""
+        return self.players.begin_job(stage, job)
+
     @contextlib.contextmanager
     def running(self, stage: str, job: Job) -> Iterator[None]:
-        """Lease the job to this worker while it runs, so a worker dying under it hands it back."""
-        self.players.start_job(stage, job)
+        """The job `begin` leased, while it runs: the heartbeat renews its lease until it ends."""
         if self.tracker is not None:
             self.tracker.hold(stage, job)
         try:
@@ -185,13 +189,14 @@ def _attempt(pipeline: Pipeline, stage: str, fn: Stage, job: Job, again: bool) -
         metrics.stale_dropped.labels(stage).inc()
         pipeline.finish(job, delivered=False)
         return
-    if pipeline.players.already_done(stage, job):
+    if not pipeline.begin(stage, job):
         metrics.duplicates.labels(stage).inc()  # at least once, heard once
         return
     if again and BY_NAME[stage].entry:
         pipeline.players.forget_scene(job.player_key)  # judged again, it must not be taken as known
     with pipeline.running(stage, job):
         _run(pipeline, stage, fn, job, picked_at)
+        metrics.handoff.labels(stage).observe(time.time() - picked_at)  # handed on (or ended) by now
 
 
 def _run(pipeline: Pipeline, stage: str, fn: Stage, job: Job, picked_at: float) -> None:

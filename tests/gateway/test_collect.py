@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import httpx
+import redis
 
 from metabgm_shared.settings import Secrets
 
@@ -45,3 +46,25 @@ def test_bad_collector_names_are_refused(tmp_path):
         capture_output=True, text=True,
     )  # fmt: skip
     assert r.returncode == 2 and "not 1-64" in r.stderr
+
+
+def test_a_batch_of_windows_goes_to_the_broker_in_one_round_trip(redis_url, tmp_path, round_trips):
+    """Each write to Redis waits for its fsync (append-only, `always`): a batch is one, not one a window."""
+    from fastapi.testclient import TestClient
+
+    from metabgm_gateway.app import create_app
+    from metabgm_shared.queues import band_depths
+    from metabgm_shared.settings import Gateway
+
+    settings = Gateway(redis_url=redis_url, data_dir=tmp_path, required_stages="", trusted_hosts="testserver",
+                       fair_burst_windows=10)  # fmt: skip
+    headers = {"Authorization": f"Bearer {Secrets(tmp_path).collector_token}"}
+    windows = [{"server_id": "s", "player_id": f"p{i}", "biome": {"Plains": 100.0}} for i in range(60)]
+    with TestClient(create_app(settings, Secrets(tmp_path)), client=("127.0.0.1", 50000)) as client:
+        assert client.post("/v1/windows", json={"windows": windows[:1]}, headers=headers).status_code == 200
+        round_trips.clear()  # the broker connection is made and the queue declared by now
+        r = client.post("/v1/windows", json={"windows": windows}, headers=headers)
+    assert r.status_code == 200 and len(r.json()["accepted"]) == 60
+    assert len(round_trips) == 1
+    # Each in its band: the collector's first 10 windows this minute rank 0, up to 40 rank 1, the rest 2.
+    assert band_depths(redis.Redis.from_url(redis_url), ("ingest",))["ingest"][:3] == (10, 30, 21)

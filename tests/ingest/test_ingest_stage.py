@@ -61,3 +61,21 @@ def test_overtaken_window_is_dropped(redis_url, spawn_worker):
     state = json.loads(client.hget("metabgm:player:s:alex", "change"))
     assert state["accepted"]["dimension"] == "nether"  # the older overworld window changed nothing
     assert not client.exists("metabgm:pending:s:alex")
+
+
+def test_a_window_is_judged_in_two_round_trips_and_one_write(redis_url, round_trips):
+    """The detector's memory is read, then written only if still as read (each write waits for
+    Redis's fsync in production): no lock to take and give back. The event goes out after."""
+    from metabgm_ingest.stage import IngestStage
+    from metabgm_shared.settings import Ingest
+    from metabgm_shared.state import Players
+
+    stage = IngestStage(Ingest(redis_url=redis_url), Players(redis.Redis.from_url(redis_url)))
+    first = stage(Job(window=window(0)))
+    assert first is not None and first.decision.reason == "first scene"
+    round_trips.clear()
+    assert stage(Job(window=window(0).model_copy(update={"index": 1}))) is None  # the same scene: no change
+    commands = [sent[0].split(b"\r\n")[2] for sent in round_trips]
+    assert commands == [b"HGET", b"EVAL", b"PUBLISH"]
+    state = json.loads(redis.Redis.from_url(redis_url).hget("metabgm:player:s:alex", "change"))
+    assert state["accepted"]["dimension"] == "overworld"

@@ -375,3 +375,28 @@ def test_a_consumer_that_stopped_taking_work_restarts_its_worker():
     waiting[0], exits[:] = 0, []
     clock.now += 100
     assert check() is False and exits == []  # an idle worker with nothing waiting is fine
+
+
+def test_the_change_detectors_memory_is_written_only_as_it_was_read(players):
+    """Windows of one player judged at once on two threads: the second writer finds the memory
+    changed and must judge again from what is there now, so no verdict is lost."""
+    from metabgm_shared.contracts import ChangeState
+
+    _, read = players.change_as_read("s:alex")
+    assert players.swap_change("s:alex", read, ChangeState(seen_at=1.0))
+    assert not players.swap_change("s:alex", read, ChangeState(seen_at=2.0))  # written meanwhile
+    state, again = players.change_as_read("s:alex")
+    assert state.seen_at == 1.0 and players.swap_change("s:alex", again, ChangeState(seen_at=2.0))
+    assert players.change("s:alex").seen_at == 2.0
+
+
+def test_a_job_is_leased_and_checked_for_copies_in_one_round_trip(pipeline, round_trips):
+    """Each write waits for Redis's fsync in production: a stage that does nothing costs two round
+    trips, the lease (with the copy check) and its end."""
+    first = job(1)
+    pipeline.players.r.ping()
+    round_trips.clear()  # connected
+    run_stage(pipeline, "ingest", lambda j: None, first.model_dump(mode="json"))
+    assert [sent[0].split(b"\r\n")[2] for sent in round_trips] == [b"EVAL", b"MULTI"]
+    assert pipeline.players.r.exists(f"metabgm:done:ingest|{first.job_id}")
+    assert not pipeline.players.r.hlen("metabgm:running:jobs")

@@ -14,7 +14,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from metabgm_shared import fair, metrics
 from metabgm_shared.contracts import Event, Job, SceneWindow
-from metabgm_shared.queues import send
+from metabgm_shared.queues import send_many
 from metabgm_shared.quota import Quota
 from metabgm_shared.settings import Gateway, Secrets
 from metabgm_shared.state import AsyncPlayers, channel, player_key
@@ -111,8 +111,7 @@ def _window_event(window: SceneWindow, raw: dict | None, job_id: str) -> str:
 
 
 def _send_all(celery: Celery, payloads: list[dict]) -> None:
-    for payload in payloads:
-        send(celery, "ingest", payload)
+    send_many(celery, "ingest", payloads)
 
 
 def get_services(request: Request) -> Services:

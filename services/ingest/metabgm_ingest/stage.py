@@ -7,14 +7,16 @@ from __future__ import annotations
 import time
 
 from metabgm_shared import metrics
-from metabgm_shared.contracts import CharacterizedScene, Job, SceneData, SceneEvent
+from metabgm_shared.contracts import CharacterizedScene, Decision, Job, SceneData, SceneEvent
 from metabgm_shared.ladder import Ladder
 from metabgm_shared.settings import Ingest
-from metabgm_shared.state import Keys, Players
+from metabgm_shared.state import Players
 
 from .anticipate import anticipate
 from .change import decide
 from .characterize import characterize
+
+JUDGE_TRIES = 50  # windows of one player judged at the same moment: each try but one wins
 
 
 class IngestStage:
@@ -24,25 +26,12 @@ class IngestStage:
         self.ladder = ladder
 
     def __call__(self, job: Job) -> Job | None:
-        pk = job.player_key
         scene = characterize(job.window, self.settings.max_features)
-        # One window at a time per player: the detector's memory is read, then written.
-        with self.players.r.lock(Keys.ingest_lock(pk), timeout=10, blocking_timeout=10):
-            state = self.players.change(pk)
-            if job.received_at < state.seen_at:
-                # Workers take a player's windows in parallel; one overtaken by a newer one is old news.
-                metrics.stale_dropped.labels("overtaken").inc()
-                return None
-            decision, state = decide(
-                state,
-                scene,
-                time.time(),
-                threshold=self.settings.change_threshold,
-                confirm_windows=self.settings.confirm_windows,
-                min_dwell_s=self.settings.min_dwell_s,
-            )
-            state.seen_at = job.received_at
-            self.players.set_change(pk, state)
+        decision = self.judge(job, scene)
+        if decision is None:
+            # Workers take a player's windows in parallel; one overtaken by a newer one is old news.
+            metrics.stale_dropped.labels("overtaken").inc()
+            return None
         metrics.decisions.labels(str(decision.changed).lower()).inc()
         w = job.window
         self.players.publish(
@@ -53,6 +42,28 @@ class IngestStage:
             self.pregenerate(job, scene)
             return None
         return job.model_copy(update={"scene": scene, "decision": decision})
+
+    def judge(self, job: Job, scene: CharacterizedScene) -> Decision | None:
+        """The change detector's verdict, its memory read and then written only if still as read
+        (compare and set: two round trips, one write): a window of the same player judged meanwhile
+        on another thread makes this one read and judge again. None: a newer window came first."""
+        pk = job.player_key
+        for _ in range(JUDGE_TRIES):
+            state, read = self.players.change_as_read(pk)
+            if job.received_at < state.seen_at:
+                return None
+            decision, state = decide(
+                state,
+                scene,
+                time.time(),
+                threshold=self.settings.change_threshold,
+                confirm_windows=self.settings.confirm_windows,
+                min_dwell_s=self.settings.min_dwell_s,
+            )
+            state.seen_at = job.received_at
+            if self.players.swap_change(pk, read, state):
+                return decision
+        raise RuntimeError(f"{pk}: the change detector's memory kept changing under {JUDGE_TRIES} judgments")
 
     def pregenerate(self, job: Job, scene: CharacterizedScene) -> None:
         if self.ladder is None or not self.ladder.has_room():  # asked first: most windows stop here under load
