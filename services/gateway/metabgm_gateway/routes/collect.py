@@ -87,13 +87,16 @@ async def _batch(request: Request, svc: Services) -> list:
 
 def _validate(svc: Services, who: str, items: list) -> tuple[list[tuple[int, SceneWindow]], list[dict]]:
     valid, rejected = [], []
+    may: dict[str, bool] = {}  # server id -> whether `who` may post for it, asked once a batch
     for i, item in enumerate(items):
         try:
             window = SceneWindow.model_validate(item)
         except ValidationError as exc:
             rejected.append({"index": i, "error": describe_errors(exc.errors()), "status": 422})
             continue
-        if not allowed(svc, who, window.server_id):
+        if window.server_id not in may:
+            may[window.server_id] = allowed(svc, who, window.server_id)
+        if not may[window.server_id]:
             rejected.append({"index": i, "error": f"collector {who} may not post for server {window.server_id}",
                              "status": 403})  # fmt: skip
             continue
