@@ -12,7 +12,7 @@ Rules:
 - Each stage gets its own PEFT adapter (`<out>/<stage>/`), and for the packaged base its
   llama.cpp form (`<out>/<stage>.gguf`, see `gguf_lora`), which the embedded server loads.
 - `<out>/manifest.json` records the base file and its sha256, the corpus hash and split sizes, the
-  hyperparameters, per stage the steps, losses and seconds, and an `evaluation` section that
+  hyperparameters of each stage, per stage the steps, losses and seconds, and an `evaluation` section that
   `metabgm eval` fills in.
 - The CPU preset trains each stage as long as it measurably needs within the hour: the narrator
   one epoch (at most 20 min of steps), the describer two (at most 40 min): after one epoch its
@@ -139,7 +139,7 @@ def train_stage(stage: str, base: str, s: LoraSettings, out: Path, directory: Pa
     return report
 
 
-def manifest(base: str, s: LoraSettings, directory: Path, stages: dict) -> dict:
+def manifest(base: str, directory: Path, stages: dict) -> dict:
     cases, _, _ = corpus.load(directory)
     base_info = {"name": base}
     if base == PACKAGED:
@@ -151,7 +151,7 @@ def manifest(base: str, s: LoraSettings, directory: Path, stages: dict) -> dict:
                    else str(directory), "sha256": corpus.digest(directory),
                    "splits": {k: sum(c.split == k for c in cases) for k in ("train", "dev", "test")},
                    "templates": {"narrator": corpus.NARRATOR_TEMPLATE, "describer": corpus.DESCRIBER_TEMPLATE}},
-        "hyperparameters": s.model_dump(),
+        "hyperparameters": {st: rep.get("settings") for st, rep in stages.items()},
         "stages": stages,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch_threads": _threads()},
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -169,8 +169,9 @@ def run(base: str, stages: list[str], s: dict[str, LoraSettings], out: Path, dir
         threads: int | None = None, on_step=lambda stage: lambda step, total, loss: None) -> dict:  # fmt: skip
     """Train `stages` (each with its settings in `s`) into `out` and write its manifest."""
     reports = {st: train_stage(st, base, s[st], out, directory, threads, on_step(st)) for st in stages}
-    m = manifest(base, s[stages[0]], directory, reports)
+    m = manifest(base, directory, reports)
     m["stages"] = {**kept_stages(out / "manifest.json", m), **reports}
+    m["hyperparameters"] = {st: rep.get("settings") for st, rep in m["stages"].items()}
     (out / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
     return m
 

@@ -70,6 +70,12 @@ def test_refine_clamps_what_a_server_ignoring_the_schema_sends():
     assert attrs["instruments"] == ["drums"] and attrs["mood"] == list(p.mood)
     attrs, clamped = refine(p, {"tempo_bpm": "fast", "instruments": "all"}, [])
     assert clamped and attrs["tempo_bpm"] == p.tempo_bpm and attrs["instruments"] == list(p.instruments)
+    # An instrument named twice (the grammar cannot forbid it) is the answer said once, not a clamp.
+    twice = [p.bounds.palette[0], p.bounds.palette[1], p.bounds.palette[0]]
+    ok = {"tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value, "intensity": round(p.intensity * 100),
+          "mood": "calm", "instruments": twice}  # fmt: skip
+    attrs, clamped = refine(p, ok, [])
+    assert not clamped and attrs["instruments"] == twice[:2]
 
 
 def test_preferences_apply_last():

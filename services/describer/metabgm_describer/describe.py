@@ -145,7 +145,7 @@ def refine(p: Prior, answer: dict, player_texts: list[str]) -> tuple[dict, bool]
         i, clamped = p.intensity, True
     raw = answer.get("instruments")
     instruments = list(dict.fromkeys(x for x in raw if x in b.palette))[:6] if isinstance(raw, list) else []
-    if not instruments or len(instruments) != len(raw):
+    if not instruments or any(x not in b.palette for x in raw):  # an instrument named twice is no clamp
         clamped = True
     written = {w for t_ in player_texts for w in re.findall(r"[a-z]+", t_.lower())}
     mood_raw = answer.get("mood")
