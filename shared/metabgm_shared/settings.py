@@ -64,6 +64,9 @@ class Ingest(Common):
     change_threshold: float = Field(0.5, ge=0, le=1)
     confirm_windows: int = Field(2, ge=1, le=10)
     min_dwell_s: float = Field(20.0, ge=0)
+    # A window's judgment is mostly waiting on Redis round trips (each write on an fsync): threads
+    # wait together, and Redis writes all their waiting writes with one fsync.
+    ingest_concurrency: int = Field(16, ge=1, le=64, description="windows one ingest worker judges at once")
 
 
 class LLM(Common):

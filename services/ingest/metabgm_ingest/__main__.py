@@ -6,7 +6,8 @@ from .stage import IngestStage
 
 def main() -> None:
     rt = runtime(Ingest())
-    serve(rt, "ingest", IngestStage(rt.settings, rt.players, rt.pipeline.ladder), concurrency=4)
+    serve(rt, "ingest", IngestStage(rt.settings, rt.players, rt.pipeline.ladder),
+          concurrency=rt.settings.ingest_concurrency)  # fmt: skip
 
 
 if __name__ == "__main__":
