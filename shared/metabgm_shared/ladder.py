@@ -21,8 +21,9 @@ Rules:
   `scene_id`: the describer keeps the key and tempo the player hears, and the synth drops it once
   the player has a newer scene. No scene changes key or tempo twice.
 - Backlog: a refinement the LLM refused for want of room waits (newest scene per player, for
-  `refine_backlog_s`); each time a scene leaves the LLM stages, the newest waiting one whose scene
-  the player still hears, and whom the LLM admits now, is sent. The LLM's idle moments after a
+  `refine_backlog_s`); each time a scene leaves the LLM stages while the synth has no more renders
+  waiting than it runs at once, the newest waiting one whose scene the player still hears, and
+  whom the LLM admits now, is sent. The LLM's idle moments after a
   burst (players joining, a server-wide nightfall) refine the scenes the burst served fast.
 - Admission of LLM work sheds the most expensive rungs first: at most `llm_max_inflight` scenes in
   the LLM stages; ordinary changes only up to `llm_ordinary_share` of that, so urgent ones find
@@ -200,7 +201,9 @@ class Ladder:
         pk = job.player_key
         job = job.model_copy(update={"scene_id": job.job_id})
         job.deadline_at = self.deadline(job)
-        self.players.set_scene(pk, job.scene_id, job.collector)
+        if not self.players.set_scene(pk, job.scene_id, job.collector, job.received_at):
+            metrics.stale_dropped.labels("overtaken").inc()  # a newer window of the player came first
+            return Rung.keep
         if self.s.pregenerate:
             raw = self.r.get(Keys.pregen(pk, signature(job.scene)))
             job.anticipated = raw.decode() if raw else None
@@ -256,7 +259,10 @@ class Ladder:
 
     def backfill(self, tries: int = 8) -> bool:
         """The LLM has room again: send the newest waiting refinement it admits whose scene the
-        player still hears (older or unheard ones are dropped). True when one was sent."""
+        player still hears (older or unheard ones are dropped). True when one was sent. While the
+        synth has more renders waiting than it runs at once, they wait on: first music comes first."""
+        if depth(self.r, "synth") >= self.s.synth_parallel:
+            return False
         load = self.load()
         for _ in range(tries):
             popped = self.r.zpopmax(Keys.ladder_unrefined)

@@ -14,7 +14,7 @@ from metabgm_shared.contracts import Clip, Decision, Job, MusicDescription, Scen
 from metabgm_shared.ladder import Ladder, Load, Stats, nearest_field, remember
 from metabgm_shared.queues import make_celery
 from metabgm_shared.settings import Common
-from metabgm_shared.stages import BANDS, NAMES, ROUTES, STAGES, Rung, next_stage
+from metabgm_shared.stages import BANDS, NAMES, ROUTES, STAGES, Rung, band_keys, next_stage
 from metabgm_shared.state import Keys, Players
 
 NOW = 1_000_000.0
@@ -161,6 +161,11 @@ def test_a_refinement_refused_for_room_waits_and_goes_once_the_llm_has_room(redi
     assert not lad.backfill()  # still no room: nothing is sent, and nothing is lost
     assert lad.r.zcard(Keys.ladder_unrefined) == 2
     lad.r.zrem(Keys.inflight_all, "s:x", "s:y")
+    busy = {"window": {"server_id": "s", "player_id": "r"}, "received_at": NOW}
+    for _ in range(lad.s.synth_parallel):  # renders waiting: first music goes first, refinements wait on
+        lad.app.send_task("metabgm.synth", args=[busy], queue="synth")
+    assert not lad.backfill() and lad.r.zcard(Keys.ladder_unrefined) == 2
+    lad.r.delete(*band_keys("synth"))
     lad.players.set_scene("s:b", "a newer scene")  # b moved on: its old scene's refinement is worth nothing
     assert lad.backfill()
     assert depth(lad.r, "narrate") == 1 and lad.players.busy("s:a") and not lad.players.busy("s:b")
