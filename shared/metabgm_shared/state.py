@@ -155,7 +155,8 @@ IDLE_CHANNEL = f"{PREFIX}:events:_"  # the relay keeps its pub/sub connection li
 KEYS: tuple[KeySpec, ...] = (
     KeySpec("metabgm:player:{pk}", "hash", "player_ttl_s after the last write",
             "change=ChangeState, preferences=Preferences, narrated=Narrated, description=MusicDescription, "
-            "now_playing=NowPlaying, scene=id of the newest scene change, collector=who posted it"),
+            "now_playing=NowPlaying, scene=id of the newest scene change, scene_at=its window's arrival (s), "
+            "collector=who posted it"),
     KeySpec("metabgm:narratives:{pk}", "list", "player_ttl_s after the last write", "narrative text, newest first, 3"),
     KeySpec("metabgm:feedback:{pk}", "list", "player_ttl_s after the last write", "Feedback JSON, newest first, 100"),
     KeySpec("metabgm:inflight:{pk}", "string", "inflight_lease_s", "job_id holding the player's turn"),
@@ -231,7 +232,10 @@ def _json(raw: bytes | str | None) -> dict | None:
     return json.loads(raw) if raw else None
 
 
+# A job whose scene is no longer the player's newest (`set_scene`) is coalesced: windows of one
+# player judged at once on several threads reach here in any order.
 _CLAIM = """
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[4], 'scene') ~= ARGV[6] then return 2 end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], 0, ARGV[4])
 if redis.call('EXISTS', KEYS[1]) == 1 then
   local had = redis.call('EXISTS', KEYS[2])
@@ -283,12 +287,24 @@ redis.call('HSET', KEYS[5], ARGV[5], ARGV[4])
 return 1
 """
 
+_SET_SCENE = """
+if ARGV[2] ~= '' then
+  if tonumber(redis.call('HGET', KEYS[1], 'scene_at') or '0') > tonumber(ARGV[2]) then return 0 end
+  redis.call('HSET', KEYS[1], 'scene_at', ARGV[2])
+end
+redis.call('HSET', KEYS[1], 'scene', ARGV[1])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'collector', ARGV[4]) end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
 # The change detector's memory is written only while it is still what the writer read (compare
 # and set): two workers judging windows of one player at once cannot both write it.
 _SWAP_CHANGE = """
 if (redis.call('HGET', KEYS[1], 'change') or '') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'change', ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('PUBLISH', KEYS[2], ARGV[4])
 return 1
 """
 
@@ -333,6 +349,12 @@ def _job_or_none(results: list) -> Job | None:
     return Job.model_validate_json(results[0]) if results[0] else None
 
 
+def _event(event: PlayerEvent) -> tuple[str, str]:
+    """The player's channel and the event's text, validated on the way out."""
+    event = parse_event(event.model_dump(mode="json"))
+    return Keys.channel(player_key(event.server_id, event.player_id)), event.model_dump_json()
+
+
 def _as_read(results: list) -> tuple[ChangeState, bytes]:
     return _model(ChangeState, results) or ChangeState(), results[0] or b""
 
@@ -365,8 +387,9 @@ class PlayerOps:
 
     def admit(self, job: Job) -> Op[Admission]:
         now_ms = int(self.clock() * 1000)
-        args = [job.job_id, job.model_dump_json(), self._lease_ms, now_ms, job.player_key]
-        return Op((("eval", _CLAIM, 3, *self._turn_keys(job.player_key), *args),), _admission)
+        args = [job.job_id, job.model_dump_json(), self._lease_ms, now_ms, job.player_key, job.scene_id or ""]
+        keys = [*self._turn_keys(job.player_key), Keys.player(job.player_key)]
+        return Op((("eval", _CLAIM, len(keys), *keys, *args),), _admission)
 
     def release(self, job: Job) -> Op[Job | None]:
         """End `job`'s turn; the parked job that now holds the player's turn, if any."""
@@ -409,18 +432,20 @@ class PlayerOps:
         """`change`, with the stored text it was read from (for `swap_change`)."""
         return Op((("hget", Keys.player(pk), "change"),), _as_read)
 
-    def swap_change(self, pk: str, read: bytes, value: ChangeState) -> Op[bool]:
-        """Write the change detector's memory if it is still `read` (`change_as_read`); False when
-        another window's verdict was written in between (judge again)."""
-        args = (read, value.model_dump_json(), int(self.ttl_s))
-        return Op((("eval", _SWAP_CHANGE, 1, Keys.player(pk), *args),), lambda r: bool(r[0]))
+    def swap_change(self, pk: str, read: bytes, value: ChangeState, event: PlayerEvent) -> Op[bool]:
+        """Write the change detector's memory if it is still `read` (`change_as_read`), and publish
+        `event` (the verdict) with it; False, nothing written or sent, when another window's verdict
+        was written in between (judge again)."""
+        chan, text = _event(event)
+        args = (read, value.model_dump_json(), int(self.ttl_s), text)
+        return Op((("eval", _SWAP_CHANGE, 2, Keys.player(pk), chan, *args),), lambda r: bool(r[0]))
 
-    def set_scene(self, pk: str, scene_id: str, collector: str | None = None) -> Op[None]:
+    def set_scene(self, pk: str, scene_id: str, collector: str | None = None, at: float | None = None) -> Op[bool]:
         """The player's newest scene change (and the collector that posted it, for the ladder's fair
-        shares): music made for an older one is no longer played."""
-        key = Keys.player(pk)
-        fields = {"scene": scene_id} | ({"collector": collector} if collector else {})
-        return Op((("hset", key, Kw(mapping=fields)), self._touch(key)), lambda r: None)
+        shares): music made for an older one is no longer played. With `at` (its window's arrival)
+        only a newer change replaces it: False, nothing written, for an older one arriving late."""
+        args = (scene_id, "" if at is None else repr(at), int(self.ttl_s), collector or "")
+        return Op((("eval", _SET_SCENE, 1, Keys.player(pk), *args),), lambda r: bool(r[0]))
 
     def collectors(self, pks: list[str]) -> Op[dict[str, str]]:
         """The collector of each player's newest scene change; players without one are left out."""
@@ -506,8 +531,7 @@ class PlayerOps:
     # -- events -----------------------------------------------------------------------------
     def publish(self, event: PlayerEvent) -> Op[None]:
         """Sends the event to the player's channel; writes nothing else."""
-        event = parse_event(event.model_dump(mode="json"))  # validated on the way out
-        return Op((("publish", Keys.channel(player_key(event.server_id, event.player_id)), event.model_dump_json()),))
+        return Op((("publish", *_event(event)),))
 
     # -- running jobs (lost-job recovery) ---------------------------------------------------
     def start_job(self, stage: str, job: Job) -> Op[None]:

@@ -12,7 +12,7 @@ import redis
 from metabgm_ingest.characterize import characterize
 from metabgm_shared.contracts import Clip, Decision, Job, MusicDescription, SceneWindow
 from metabgm_shared.ladder import Ladder, Load, Stats, nearest_field, remember
-from metabgm_shared.queues import make_celery
+from metabgm_shared.queues import depths, make_celery
 from metabgm_shared.settings import Common
 from metabgm_shared.stages import BANDS, NAMES, ROUTES, STAGES, Rung, band_keys, next_stage
 from metabgm_shared.state import Keys, Players
@@ -176,3 +176,19 @@ def test_no_backlog_when_it_is_switched_off(redis_url: str) -> None:
     lad = ladder(redis_url, llm_max_inflight=0, refine_backlog_s=0)
     assert lad.dispatch(change(player="c")) is Rung.prior
     assert lad.r.zcard(Keys.ladder_unrefined) == 0
+
+
+def test_an_older_scene_dispatched_after_a_newer_one_is_dropped(redis_url: str) -> None:
+    """Windows of one player judged at once on several threads reach the ladder in any order: the
+    newer scene change stays the player's, and the older one is neither sent nor parked over it."""
+    lad = ladder(redis_url)
+    client = redis.Redis.from_url(redis_url)
+    older, newer = change(), change(dimension="nether")
+    older.received_at, newer.received_at = NOW - 2, NOW - 1
+    assert lad.dispatch(newer) in (Rung.full, Rung.describer)
+    assert lad.dispatch(older) is Rung.keep
+    assert lad.players.current_scene("s:p") == newer.job_id  # its scene_id
+    assert sum(depths(client).values()) == 1 and not client.exists("metabgm:pending:s:p")
+    # The refinement of a scene the player has left is coalesced, not parked over the newer one.
+    stale = older.model_copy(update={"scene_id": "gone", "refine": True})
+    assert lad.players.admit(stale) == "coalesced"

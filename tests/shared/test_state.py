@@ -380,14 +380,21 @@ def test_a_consumer_that_stopped_taking_work_restarts_its_worker():
 def test_the_change_detectors_memory_is_written_only_as_it_was_read(players):
     """Windows of one player judged at once on two threads: the second writer finds the memory
     changed and must judge again from what is there now, so no verdict is lost."""
-    from metabgm_shared.contracts import ChangeState
+    from metabgm_shared.contracts import ChangeState, WindowData, WindowEvent
 
+    def event(kind: str) -> WindowEvent:
+        return WindowEvent(server_id="s", player_id="alex", data=WindowData(window={}, job_id=kind))
+
+    pubsub = players.r.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe("metabgm:events:s:alex")
     _, read = players.change_as_read("s:alex")
-    assert players.swap_change("s:alex", read, ChangeState(seen_at=1.0))
-    assert not players.swap_change("s:alex", read, ChangeState(seen_at=2.0))  # written meanwhile
+    assert players.swap_change("s:alex", read, ChangeState(seen_at=1.0), event("like"))
+    assert not players.swap_change("s:alex", read, ChangeState(seen_at=2.0), event("skip"))  # written meanwhile
     state, again = players.change_as_read("s:alex")
-    assert state.seen_at == 1.0 and players.swap_change("s:alex", again, ChangeState(seen_at=2.0))
+    assert state.seen_at == 1.0 and players.swap_change("s:alex", again, ChangeState(seen_at=2.0), event("like"))
     assert players.change("s:alex").seen_at == 2.0
+    sent = [pubsub.get_message(timeout=1) for _ in range(3)]
+    assert [json.loads(m["data"])["data"]["job_id"] for m in sent if m] == ["like", "like"]  # the lost one: unsent
 
 
 def test_a_job_is_leased_and_checked_for_copies_in_one_round_trip(pipeline, round_trips):

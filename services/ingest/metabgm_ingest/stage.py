@@ -33,11 +33,6 @@ class IngestStage:
             metrics.stale_dropped.labels("overtaken").inc()
             return None
         metrics.decisions.labels(str(decision.changed).lower()).inc()
-        w = job.window
-        self.players.publish(
-            SceneEvent(server_id=w.server_id, player_id=w.player_id,
-                       data=SceneData(index=w.index, scene=scene, decision=decision))
-        )  # fmt: skip
         if not decision.changed:
             self.pregenerate(job, scene)
             return None
@@ -45,9 +40,10 @@ class IngestStage:
 
     def judge(self, job: Job, scene: CharacterizedScene) -> Decision | None:
         """The change detector's verdict, its memory read and then written only if still as read
-        (compare and set: two round trips, one write): a window of the same player judged meanwhile
-        on another thread makes this one read and judge again. None: a newer window came first."""
-        pk = job.player_key
+        (compare and set: two round trips, one write, the verdict published with it): a window of
+        the same player judged meanwhile on another thread makes this one read and judge again.
+        None: a newer window came first."""
+        pk, w = job.player_key, job.window
         for _ in range(JUDGE_TRIES):
             state, read = self.players.change_as_read(pk)
             if job.received_at < state.seen_at:
@@ -61,7 +57,9 @@ class IngestStage:
                 min_dwell_s=self.settings.min_dwell_s,
             )
             state.seen_at = job.received_at
-            if self.players.swap_change(pk, read, state):
+            event = SceneEvent(server_id=w.server_id, player_id=w.player_id,
+                               data=SceneData(index=w.index, scene=scene, decision=decision))  # fmt: skip
+            if self.players.swap_change(pk, read, state, event):
                 return decision
         raise RuntimeError(f"{pk}: the change detector's memory kept changing under {JUDGE_TRIES} judgments")
 
