@@ -75,7 +75,8 @@ def stages(url: str, lora: tuple[list[dict], list[dict]]):
 
     common = {"redis_url": "redis://unused", "llm_base_url": url, "llm_temperature": 0.0, "llm_timeout_s": 120.0,
               "llm_breaker_failures": 1000}  # fmt: skip
-    ns = Narrator(**common, narrator_template=corpus.NARRATOR_TEMPLATE)
+    # One greedy reply: the table measures the model (the stage's sampled retry is bench/narrator_attempts.py's).
+    ns = Narrator(**common, narrator_template=corpus.NARRATOR_TEMPLATE, narrator_attempts=1)
     ds = Describer(**common, describer_template=corpus.DESCRIBER_TEMPLATE)
     narrate = NarrateStage(ns, None, recording(ns, "narrate", lora[0]))
     return narrate, Describe(ds, recording(ds, "describe", lora[1]))
