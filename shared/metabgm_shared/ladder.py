@@ -209,11 +209,15 @@ class Ladder:
             job.anticipated = raw.decode() if raw else None
         load = self.load()
         rung = self.choose(job, load, busy=self.players.busy(pk))
+        if rung in LLM_RUNGS:
+            job.rung, job.route = rung, list(ROUTES[rung])
+            if self.admit(job):
+                metrics.rungs.labels(rung, urgency(job)).inc()
+                return rung
+            metrics.shed.labels("llm_full").inc()  # the LLM filled up since its load was read
+            rung = Rung.prior
         metrics.rungs.labels(rung, urgency(job)).inc()
         job.rung, job.route = rung, list(ROUTES[rung])
-        if rung in LLM_RUNGS:
-            self.admit(job)
-            return rung
         if rung is Rung.prior:
             send(self.app, job.route[0], job.model_dump(mode="json"))
         elif rung is Rung.cached:
@@ -223,12 +227,15 @@ class Ladder:
             self.players.forget_scene(pk)  # the next window tries again
         return rung
 
-    def admit(self, job: Job) -> None:
-        admission = self.players.admit(job)
+    def admit(self, job: Job) -> bool:
+        """Into the LLM stages, never past `llm_max_inflight` (checked as the turn is claimed:
+        dispatches on many threads read the load before any of them claims). False when full."""
+        admission = self.players.admit(job, cap=self.s.llm_max_inflight)
         if admission == "run":
             send(self.app, job.route[0], job.model_dump(mode="json"))
         elif admission == "coalesced":
             metrics.coalesced.inc()
+        return admission != "full"
 
     def refine(self, job: Job, load: Load) -> bool:
         """The LLM's pass over a scene a fast rung served, when the LLM admits it; else it waits in
@@ -244,7 +251,9 @@ class Ladder:
             update={"job_id": uuid.uuid4().hex, "rung": rung, "route": list(ROUTES[rung]),
                     "refine": True, "anticipated": None}
         )  # fmt: skip
-        self.admit(refined)
+        if not self.admit(refined):
+            self.wait_for_room(job)
+            return False
         return True
 
     def wait_for_room(self, job: Job) -> None:

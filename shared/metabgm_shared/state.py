@@ -242,6 +242,7 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
   return had + 1
 end
+if ARGV[7] ~= '' and redis.call('ZCARD', KEYS[3]) >= tonumber(ARGV[7]) then return 3 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4] + ARGV[3], ARGV[5])
 return 0
@@ -339,10 +340,11 @@ class Admission(StrEnum):
     run = "run"
     parked = "parked"
     coalesced = "coalesced"
+    full = "full"  # the LLM stages hold `cap` scenes already: not admitted
 
 
 def _admission(results: list) -> Admission:
-    return [Admission.run, Admission.parked, Admission.coalesced][int(results[0])]
+    return [Admission.run, Admission.parked, Admission.coalesced, Admission.full][int(results[0])]
 
 
 def _job_or_none(results: list) -> Job | None:
@@ -385,9 +387,12 @@ class PlayerOps:
     def _turn_keys(self, pk: str) -> list[str]:
         return [Keys.inflight(pk), Keys.pending(pk), Keys.inflight_all]
 
-    def admit(self, job: Job) -> Op[Admission]:
+    def admit(self, job: Job, cap: int | None = None) -> Op[Admission]:
+        """Latest wins per player; with `cap`, a job that would start while the LLM stages already
+        hold `cap` scenes is not admitted (`full`), checked in the same script that claims the turn."""
         now_ms = int(self.clock() * 1000)
-        args = [job.job_id, job.model_dump_json(), self._lease_ms, now_ms, job.player_key, job.scene_id or ""]
+        args = [job.job_id, job.model_dump_json(), self._lease_ms, now_ms, job.player_key, job.scene_id or "",
+                "" if cap is None else cap]  # fmt: skip
         keys = [*self._turn_keys(job.player_key), Keys.player(job.player_key)]
         return Op((("eval", _CLAIM, len(keys), *keys, *args),), _admission)
 

@@ -5,6 +5,7 @@ stages and rungs are declared once."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
@@ -192,3 +193,17 @@ def test_an_older_scene_dispatched_after_a_newer_one_is_dropped(redis_url: str) 
     # The refinement of a scene the player has left is coalesced, not parked over the newer one.
     stale = older.model_copy(update={"scene_id": "gone", "refine": True})
     assert lad.players.admit(stale) == "coalesced"
+
+
+def test_a_change_the_llm_filled_up_for_since_its_load_was_read_takes_the_prior(redis_url: str) -> None:
+    from metabgm_shared.queues import depth
+
+    lad = ladder(redis_url, llm_max_inflight=2)
+    seen = lad.load()  # empty: the ladder would choose the full path
+    assert lad.choose(change(player="a"), seen, busy=False) is Rung.full
+    lease_end = (time.time() + 60) * 1000  # the turn's lease is on the real clock (Players')
+    lad.r.zadd(Keys.inflight_all, {"s:x": lease_end, "s:y": lease_end})  # other threads' claims
+    lad.load = lambda: seen  # dispatch reads the load before the others claimed
+    assert lad.dispatch(change(player="a")) is Rung.prior  # music first all the same
+    assert depth(lad.r, "narrate") == 0 and lad.r.zcard(Keys.inflight_all) == 2  # the LLM holds its cap, no more
+    assert lad.r.zcard(Keys.ladder_unrefined) == 1  # the refinement waits for room

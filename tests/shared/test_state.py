@@ -44,6 +44,15 @@ def test_admission_latest_wins(players):
     assert players.inflight_count() == 2
 
 
+def test_admission_never_takes_the_llm_past_its_cap(players):
+    assert players.admit(job(1, player="a"), cap=2) is Admission.run
+    assert players.admit(job(1, player="b"), cap=2) is Admission.run
+    assert players.admit(job(1, player="c"), cap=2) is Admission.full  # two scenes hold the LLM already
+    assert not players.busy("s:c") and players.inflight_count() == 2  # nothing claimed for c
+    assert players.admit(job(2, player="a"), cap=2) is Admission.parked  # a's newer scene waits behind a's turn
+    assert players.admit(job(1, player="c")) is Admission.run  # no cap: as before
+
+
 def test_release_hands_over_only_the_newest(players):
     first = job(1)
     players.admit(first)
