@@ -61,6 +61,7 @@ class Heard:
     redis_url: str
     events: list[tuple[float, str, str]] = field(default_factory=list)  # (when, player, job_id)
     refined: set[str] = field(default_factory=set)  # job ids whose music is an LLM refinement (same key, tempo)
+    scenes: dict[str, str] = field(default_factory=dict)  # job id -> the scene change its music is for
 
     def start(self) -> Heard:
         self.listener = Listener(self.redis_url, self.event).start()
@@ -72,6 +73,7 @@ class Heard:
     def event(self, event: dict, at: float) -> None:
         if event["type"] == "now_playing":
             self.events.append((at, event["player_id"], event["data"]["job_id"]))
+            self.scenes[event["data"]["job_id"]] = event["data"].get("scene_id") or event["data"]["job_id"]
             if event["data"].get("refined"):
                 self.refined.add(event["data"]["job_id"])
 
@@ -83,6 +85,11 @@ class Heard:
         while time.time() < deadline and any(self.first(p, after) is None for p in players):
             time.sleep(0.1)
         return {p: (t - after if (t := self.first(p, after)) is not None else None) for p in players}
+
+    def unrefined_first(self, job_id: str, at: float) -> bool:
+        """Whether first music (not a refinement) of `job_id`'s scene was heard by `at`."""
+        scene = self.scenes.get(job_id)
+        return any(t <= at and j not in self.refined and self.scenes.get(j) == scene for t, _, j in self.events)
 
     def twice(self) -> int:
         """now_playing events of a job a player had already heard."""
@@ -334,16 +341,14 @@ def stall_synth(up: Up, seconds: float, changes: int = 4) -> dict:
     after = [(q, j in up.heard.refined) for t, q, j in up.heard.events if q in players and t >= resumed]
     first = {p: sum(1 for q, refined in after if q == p and not refined) for p in players}
     refinements = {p: sum(1 for q, refined in after if q == p and refined) for p in players}
-    since = {
-        p: sum(1 for t, q, j in up.heard.events if q == p and t >= stopped_at and j not in up.heard.refined)
-        for p in players
-    }  # first music since the stop: the cached rung plays while the synth is stopped
+    late = [j for t, q, j in up.heard.events if q in players and t >= resumed and j in up.heard.refined
+            and not up.heard.unrefined_first(j, t)]  # fmt: skip
     return {"fault": f"synth stopped {seconds:.0f} s", "stack_up": up.alive(), "players": len(players),
             "silent_after": sum(t is None for t in heard.values()), "heard_before": sum(before.values()),
             "clips_while_stopped": during,
             "clips_after_per_player_max": max(first.values()), "changes_per_player": changes,
             "refinements_after_per_player_max": max(refinements.values()),
-            "refinements_beyond_first_music": sum(max(0, refinements[p] - since[p]) for p in players),
+            "refinements_before_first_music": len(late),
             "music_after_resume_s": _round(max((t for t in heard.values() if t is not None), default=None)),
             }  # fmt: skip
 
