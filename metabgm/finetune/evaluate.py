@@ -296,7 +296,7 @@ def kept(result: dict, old: dict | None, systems: list[str], stages: list[str]) 
     if old.get("agreement"):
         result["agreement"] = {**{k: v for k, v in old["agreement"].items() if k not in stages},
                                **(result.get("agreement") or {})}  # fmt: skip
-    result["meta"]["kept"] = {"systems": [s for s in ("base", "adapter") if s not in systems],
+    result["meta"]["kept"] = {"systems": [s for s in lora_systems() if s not in systems],
                               "agreement": [s for s in old.get("agreement") or {} if s not in stages],
                               "from": old["meta"].get("at")}  # fmt: skip
     return result
@@ -401,8 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument(
         "--systems",
         nargs="+",
-        default=["base", "adapter"],
-        choices=["base", "adapter"],
+        default=list(lora_systems()),
+        choices=list(lora_systems()),
         help="the systems to run; the others' rows are kept from --out (same split and corpus)",
     )
     ev.add_argument(

@@ -283,11 +283,10 @@ class Ladder:
             if job is None or self.players.current_scene(pk) != job.scene_id or self.players.busy(pk):
                 metrics.refine_backlog.labels("dropped").inc()
                 continue
-            if self.llm_refusal(job, load) is not None:  # still no room for this one: it waits on
-                self.wait_for_room(job)
-                return False
-            metrics.refine_backlog.labels("sent").inc()
-            return self.refine(job, load)
+            sent = self.refine(job, load)  # still no room for this one: it waits on
+            if sent:
+                metrics.refine_backlog.labels("sent").inc()
+            return sent
         return False
 
     def serve_nearest(self, job: Job) -> None:

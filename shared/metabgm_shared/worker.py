@@ -89,8 +89,8 @@ class Pipeline:
             nxt = self.players.release(nxt)
         if nxt is not None:
             send(self.app, entry(nxt), nxt.model_dump(mode="json"))
-        else:
-            self.llm_freed()
+        elif not delivered:
+            self.llm_freed()  # it may have ended inside the LLM stages (a delivered one left them at its describer)
 
     def llm_freed(self) -> None:
         """A scene left the LLM stages: a refinement waiting for room may go."""
