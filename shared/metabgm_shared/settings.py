@@ -203,6 +203,13 @@ class Gateway(Common):
         return [h for h in dict.fromkeys(hosts) if h]
 
 
+def new_token() -> str:
+    """A random secret that never starts with "-": typed after `--token` it is a value, not a flag."""
+    while (token := secrets.token_urlsafe(24)).startswith("-"):
+        pass
+    return token
+
+
 def _scoped(name: str, entry: str | dict) -> tuple[str, tuple[str, ...]]:
     """A collectors.json entry: `{"token": ..., "servers": [...]}`, or a bare token (bound to `name`)."""
     if isinstance(entry, str):
@@ -233,7 +240,7 @@ class Secrets:
         if missing and self.environment == "production":
             raise RuntimeError(f"missing secrets in production: {', '.join(missing)}")
         if missing:
-            stored.update({n: secrets.token_urlsafe(24) for n in missing})
+            stored.update({n: new_token() for n in missing})
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.path.write_text(json.dumps(stored, indent=2))
             self.path.chmod(0o600)
@@ -281,7 +288,7 @@ class Secrets:
     def add_collector(self, name: str, servers: tuple[str, ...] = ()) -> str:
         """Make (or re-bind) a named collector; bound to `servers`, or to the server id `name`."""
         stored = json.loads(self.collectors_path.read_text()) if self.collectors_path.exists() else {}
-        token, bound = _scoped(name, stored[name]) if name in stored else (secrets.token_urlsafe(24), ())
+        token, bound = _scoped(name, stored[name]) if name in stored else (new_token(), ())
         stored[name] = {"token": token, "servers": sorted(set(servers)) if servers else list(bound or (name,))}
         self.collectors_path.parent.mkdir(parents=True, exist_ok=True)
         self.collectors_path.write_text(json.dumps(stored, indent=2))

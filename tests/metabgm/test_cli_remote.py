@@ -4,7 +4,6 @@ its secrets and on its public URL, and the gateway's own player page and mod end
 them; no local secret is ever made. Without --url and no local instance, they refuse."""
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import httpx
 
 from metabgm.local import Stack, free_port, wait_until
 from metabgm_gateway.deps import Links
-from metabgm_shared.settings import Secrets
+from metabgm_shared.settings import Secrets, new_token
 
 
 def metabgm(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -24,7 +23,7 @@ def metabgm(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 
 def test_link_and_mod_url_come_from_the_deployment(tmp_path: Path) -> None:
-    port, ops = free_port(), secrets.token_urlsafe(24)
+    port, ops = free_port(), new_token()
     public = f"http://localhost:{port}"  # what players are told; not the address we ask
     # An operator's collector bound to the mod's server (`default`): it may mint its links.
     env = {"METABGM_PUBLIC_URL": public, "METABGM_COLLECTOR_TOKENS": f"ops:{ops}:default"}
