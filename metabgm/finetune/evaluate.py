@@ -364,7 +364,7 @@ def cmd(args, argv: list[str]) -> int:
     if args.agreement:
         result["agreement"] = agreement(args.adapters, "dev", args.agreement_n, args.corpus or corpus.DEFAULT_DIR,
                                         stages=tuple(args.stages))  # fmt: skip
-    if len(args.systems) < 2 or (args.agreement and len(args.stages) < 2):
+    if len(args.systems) < 2 or not args.agreement or len(args.stages) < 2:  # what it did not run is kept
         result = kept(result, json.loads(args.out.read_text()) if args.out.is_file() else None, args.systems,
                       args.stages if args.agreement else [])  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

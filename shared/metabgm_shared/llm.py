@@ -144,7 +144,9 @@ class Client:
         temperature: float | None = None,
         stop: list[str] | None = None,
         seed: int | None = None,
+        sampler: dict | None = None,
     ) -> Reply:
+        """`sampler`: the server's own sampling fields (llama.cpp's DRY), sent as they are."""
         body: dict = {
             "model": model,
             "messages": messages,
@@ -158,6 +160,7 @@ class Client:
             body["seed"] = seed
         if self.lora is not None:
             body["lora"] = self.lora
+        body.update(sampler or {})
         if schema is not None:
             body["response_format"] = {
                 "type": "json_schema",

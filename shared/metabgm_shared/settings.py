@@ -101,6 +101,11 @@ class Narrator(LLM):
     # refusals are mostly a phrase copied from the player's recent narratives.
     narrator_attempts: int = Field(2, ge=1, le=4, description="model replies tried before the rules narrate")
     narrator_lora_id: int | None = Field(None, ge=0, description="the narrator's adapter on the embedded server")
+    # llama.cpp's DRY sampler: a token that would extend a word run already in the prompt (the
+    # player's recent narratives, which the guard refuses to see copied) by more than
+    # `narrator_dry_allowed_length` tokens is penalized. vLLM has no DRY: its deployments set 0.
+    narrator_dry_multiplier: float = Field(1.2, ge=0, le=10, description="DRY penalty, 0: off (vLLM)")
+    narrator_dry_allowed_length: int = Field(2, ge=1, le=16, description="tokens a repeated run may reach unpenalized")
 
     @property
     def lora_id(self) -> int | None:

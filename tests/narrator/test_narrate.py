@@ -136,3 +136,20 @@ def test_a_refused_reply_is_asked_again_sampled(llm_server, redis_url):
             assert [(b["seed"], b["temperature"]) for b in relay.bodies[1:]] == [
                 (i, 0.8) for i in range(1, len(relay.bodies))
             ]
+
+
+def test_llama_cpp_gets_the_dry_sampler_and_vllm_none(llm_server, redis_url):
+    """The DRY fields reach the real embedded server, which takes them (an unknown or out-of-range
+    field is its 400, an LLMError here); set to 0 (vLLM's deployments) the request has none."""
+    scene = scenes(3)[1]
+    with Relay(llm_server) as relay:
+        st = stage(relay.url, redis_url)
+        reply = st.client.chat(st.messages(scene, ["You crossed the river at dawn."]), model="narrator",
+                               max_tokens=24, sampler=st.sampler())  # fmt: skip
+        assert reply.text
+        sent = relay.bodies[-1]
+        assert (sent["dry_multiplier"], sent["dry_allowed_length"], sent["dry_base"]) == (1.2, 2, 1.75)
+        assert sent["dry_penalty_last_n"] >= 1024  # the whole prompt: the recent narratives come first
+        off = stage(relay.url, redis_url, narrator_dry_multiplier=0)
+        off.narrate(scene, [])
+        assert not any(k.startswith("dry_") for k in relay.bodies[-1])

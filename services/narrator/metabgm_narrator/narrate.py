@@ -10,8 +10,9 @@ Rules:
   the recent narratives, or any word the players wrote), and grounded: it names no mob, biome,
   dimension or weather the scene lacks, no digit and no vocabulary placeholder (`grounding`).
   A refused reply is asked again, sampled, up to `narrator_attempts` replies in all (refusals
-  counted). Otherwise, and whenever the LLM is unavailable, a deterministic narrative is built
-  from the scene (source "fallback", counted).
+  counted). On llama.cpp the DRY sampler keeps a reply from extending word runs of its prompt
+  (`narrator_dry_multiplier`; 0 on vLLM, which has none). Otherwise, and whenever the LLM is
+  unavailable, a deterministic narrative is built from the scene (source "fallback", counted).
 - The narrative is pushed to the player's memory with its scene (what a skip describes again) and
   published as a "narrative" event.
 """
@@ -41,6 +42,8 @@ from .grounding import ungrounded
 NO_RECENT = "(none, this is the start)"
 MAX_CHARS = 320
 RETRY_TEMPERATURE = 0.8  # a refused reply is asked again with sampling, so it is not the same reply
+DRY_BASE = 1.75  # llama.cpp's default growth of the DRY penalty per token past the allowed length
+DRY_LAST_N = 4096  # the whole prompt (recent narratives included) and the reply
 MAX_SENTENCE_CHARS = 200
 WORD_RE = re.compile(r"[a-z0-9']+")
 SENTENCE_RE = re.compile(r"[^.!?]+[.!?]+")
@@ -179,7 +182,16 @@ class NarrateStage:
         temperature = max(RETRY_TEMPERATURE, self.settings.llm_temperature)
         retry = {"temperature": temperature, "seed": attempt} if attempt else {}
         return self.client.chat(self.messages(scene, recent), model=self.settings.narrator_model,
-                                max_tokens=self.settings.narrator_max_tokens, stop=["\n"], **retry)  # fmt: skip
+                                max_tokens=self.settings.narrator_max_tokens, stop=["\n"], sampler=self.sampler(),
+                                **retry)  # fmt: skip
+
+    def sampler(self) -> dict:
+        """llama.cpp's DRY sampler, against copying the recent narratives (none when set to 0)."""
+        s = self.settings
+        if not s.narrator_dry_multiplier:
+            return {}
+        return {"dry_multiplier": s.narrator_dry_multiplier, "dry_base": DRY_BASE,
+                "dry_allowed_length": s.narrator_dry_allowed_length, "dry_penalty_last_n": DRY_LAST_N}  # fmt: skip
 
     def __call__(self, job: Job) -> Job:
         if job.scene is None:
