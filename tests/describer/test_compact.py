@@ -4,7 +4,16 @@ caption is kept only when it agrees with the attributes and copies no player's w
 
 from llm_fixtures import INJECTION, scenes
 
-from metabgm_describer.describe import Describe, asks_caption, likes, own_caption, prior_line, restated, schema
+from metabgm_describer.describe import (
+    Describe,
+    asks_caption,
+    likes,
+    named_instruments,
+    own_caption,
+    prior_line,
+    restated,
+    schema,
+)
 from metabgm_shared.contracts import MusicDescription, Preferences
 from metabgm_shared.llm import Client
 from metabgm_shared.prior import prior, within
@@ -57,12 +66,30 @@ def test_compact_describer_on_the_embedded_model(llm_server):
         assert f"{out.tempo_bpm} BPM" in out.caption and f"{out.key} {out.mode.value}" in out.caption
 
 
-def test_a_caption_whose_tempo_or_key_moved_is_restated_else_rebuilt():
+def test_a_caption_whose_tempo_key_or_mode_moved_is_restated_else_rebuilt():
     said = {"tempo_bpm": 96, "key": "C", "mode": "major", "instruments": ["piano"], "intensity": 0.4, "mood": ["calm"]}
     text = "Calm piano piece, 96 BPM in C major, soft and loopable."
-    assert restated((text, said), said) == text
+    assert restated((text, said), said, "folk", "folk") == text
     moved = {**said, "tempo_bpm": 90, "key": "G"}  # continuity: a step on the circle of fifths, a slower tempo
-    assert restated((text, said), moved) == "Calm piano piece, 90 BPM in G major, soft and loopable."
-    assert restated((text, said), {**said, "instruments": ["flute"]}) is None  # it names what no longer plays
-    assert restated((text, said), {**said, "mode": "minor"}) is None
-    assert restated((None, said), said) is None and restated(None, said) is None
+    assert restated((text, said), moved, "folk", "folk") == "Calm piano piece, 90 BPM in G major, soft and loopable."
+    skipped = {**said, "key": "G", "mode": "mixolydian"}  # a skip's next key and music mode
+    assert restated((text, said), skipped, "folk", "folk") == text.replace("C major", "G mixolydian")
+    assert restated((text, said), {**said, "instruments": ["flute"]}, "folk", "folk") is None  # not what plays
+    assert restated((text, said), {**said, "intensity": 0.8}, "folk", "folk") is None  # "soft" is now high
+    assert restated((text, said), {**said, "intensity": 0.5}, "folk", "folk") == text  # the same level
+    assert restated((None, said), said, "folk", "folk") is None and restated(None, said, "folk", "folk") is None
+
+
+def test_a_caption_that_already_follows_the_players_preferences_is_kept():
+    """The LLM sees the preferences: where its caption names the favoured genre and exactly the
+    instruments played after them, it is what plays; where it does not, it is rebuilt."""
+    said = {"tempo_bpm": 96, "key": "C", "mode": "major", "instruments": ["flute", "guitar"], "intensity": 0.4,
+            "mood": ["calm"]}  # fmt: skip
+    text = "Calm folk piece: flute and guitar at 96 BPM in C major, gentle, moderate energy."
+    assert restated((text, said), said, "folk", "calm acoustic") == text  # favoured folk, and it says folk
+    assert restated((text, said), said, "orchestral", "calm acoustic") is None  # favoured, not named
+    avoided = {**said, "instruments": ["flute"]}  # the player avoids guitar: the caption still names it
+    assert restated((text, said), avoided, "folk", "folk") is None
+    panflute = "Calm folk piece: pan flute and guitar at 96 BPM in C major."
+    assert named_instruments(panflute) == {"pan_flute", "guitar"}
+    assert named_instruments("Synth pad, strings and drums") == {"synth_pad", "strings", "drums"}

@@ -23,8 +23,10 @@ Precedence, lowest to highest:
    plain words no player wrote), so it never contradicts them. With a compact template
    (`describer/compact1`, for the fine-tuned adapters) the LLM writes its own caption first; it
    is kept when it names the tempo, key and mode it answered and no word only a player wrote, and
-   nothing above changed what it describes: where only the tempo or key moved (continuity, a
-   skip, a held key) it is kept with those restated (`restated`); else it is rebuilt.
+   still says what plays: the instruments it names are the ones played, its intensity level and
+   mood are unchanged, and a genre the player favours is named (the LLM sees the preferences and
+   mostly follows them). The tempo, key and mode the rules moved (continuity, a skip, a held key)
+   are restated in it (`restated`); else it is rebuilt.
 
 When the LLM is unavailable or answers nonsense, the description is the prior's (source "prior",
 counted in metabgm_llm_fallbacks_total). `direct` is the one-stage variant (scene -> description
@@ -107,14 +109,34 @@ def own_caption(answer: dict, attrs: dict, scene: CharacterizedScene) -> str | N
     return text
 
 
-def restated(own: tuple[str | None, dict] | None, attrs: dict) -> str | None:
-    """The LLM's caption for the attributes played: as written, or with its tempo and key restated
-    where only those moved after it answered (continuity, a skip's new key, a refinement's held key
-    and tempo); None when anything it describes moved (instruments, intensity, mood, mode)."""
+def named_instruments(text: str) -> set[str]:
+    """The instruments a caption names ("pan flute" is not also a "flute")."""
+    text, found = text.lower(), set()
+    for name in sorted(NAMES, key=len, reverse=True):
+        pattern = rf"\b{name.replace('_', ' ')}s?\b"
+        if re.search(pattern, text):
+            found.add(name)
+            text = re.sub(pattern, " ", text)
+    return found
+
+
+def level(intensity: float) -> str:
+    return "low" if intensity < 0.35 else "medium" if intensity < 0.7 else "high"
+
+
+def restated(own: tuple[str | None, dict] | None, attrs: dict, genre: str, prior_genre: str) -> str | None:
+    """The LLM's caption for the music played: as written, or with its tempo, key and mode restated
+    where the rules moved them after it answered (continuity, a skip, a refinement's held key and
+    tempo). None when it no longer says what plays: it names an instrument that does not play (one
+    the player avoids), another intensity level or mood, or not the genre the player favours."""
     if not own or not own[0]:
         return None
     text, said = own
-    if any(said[k] != attrs[k] for k in attrs if k not in ("tempo_bpm", "key")):
+    if not named_instruments(text) <= set(attrs["instruments"]) or said["mood"] != attrs["mood"]:
+        return None
+    if level(said["intensity"]) != level(attrs["intensity"]):
+        return None
+    if genre != prior_genre and genre.lower() not in text.lower():
         return None
     text = text.replace(f"{said['tempo_bpm']} BPM", f"{attrs['tempo_bpm']} BPM")
     return text.replace(f"{said['key']} {said['mode']}", f"{attrs['key']} {attrs['mode']}")
@@ -137,10 +159,10 @@ def refine(p: Prior, answer: dict, player_texts: list[str]) -> tuple[dict, bool]
         clamped |= t != tempo
     else:
         t, clamped = p.tempo_bpm, True
-    level = answer.get("intensity")
-    if isinstance(level, int | float) and not isinstance(level, bool):
-        i = round(clamp(level / 100, *b.intensity), 2)
-        clamped |= abs(i - level / 100) > 1e-9
+    said = answer.get("intensity")
+    if isinstance(said, int | float) and not isinstance(said, bool):
+        i = round(clamp(said / 100, *b.intensity), 2)
+        clamped |= abs(i - said / 100) > 1e-9
     else:
         i, clamped = p.intensity, True
     raw = answer.get("instruments")
@@ -243,12 +265,11 @@ def likes(prefs: Preferences | None) -> str:
 def caption(attrs: dict, genre: str) -> str:
     names = [i.replace("_", " ") for i in attrs["instruments"]]
     listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-    level = "low" if attrs["intensity"] < 0.35 else "medium" if attrs["intensity"] < 0.7 else "high"
     mood = " and ".join(attrs["mood"][:2]) if len(attrs["mood"]) <= 2 else ", ".join(attrs["mood"])
     text = (
         f"{genre.capitalize()} background music, {mood}, with {listed}, "
         f"at {attrs['tempo_bpm']} BPM in {attrs['key']} {attrs['mode']}. "
-        f"Loopable, {level} intensity."
+        f"Loopable, {level(attrs['intensity'])} intensity."
     )
     return text[:400]
 
@@ -322,7 +343,7 @@ class Describe:
             attrs = {**attrs, "key": lock[0], "tempo_bpm": lock[1]}
         attrs, genre = apply_preferences(attrs, p.genre, prefs or Preferences(), p.bounds.palette)
         return MusicDescription(
-            caption=(restated(own, attrs) if genre == p.genre else None) or caption(attrs, genre),
+            caption=restated(own, attrs, genre, p.genre) or caption(attrs, genre),
             tempo_bpm=attrs["tempo_bpm"],
             key=attrs["key"],
             mode=attrs["mode"],
