@@ -318,8 +318,9 @@ def markdown(result: dict, command: str) -> str:
              f"latency: {meta['latency']}", ""]  # fmt: skip
     if meta.get("kept"):
         k = meta["kept"]
-        lines[-1:-1] = [f"- kept from the run of {k['from']} (not run again): the rows of {k['systems'] or 'none'}, "
-                        f"the agreement of {k['agreement'] or 'none'}"]  # fmt: skip
+        what = [f"the rows of {', '.join(k['systems'])}" if k["systems"] else "",
+                f"the agreement of {', '.join(k['agreement'])}" if k["agreement"] else ""]  # fmt: skip
+        lines[-1:-1] = [f"- kept from the run of {k['from']} (not run again): {'; '.join(w for w in what if w)}"]
     for part in ("split", "reference"):
         lines += [f"## {meta['split'] if part == 'split' else 'reference set'}", "",
                   "| system | task | " + " | ".join(SCORES + CHECKS) + " |",
