@@ -539,23 +539,16 @@ class PlayerOps:
         return Op((("publish", *_event(event)),))
 
     # -- running jobs (lost-job recovery) ---------------------------------------------------
-    def start_job(self, stage: str, job: Job) -> Op[None]:
-        member, now = f"{stage}|{job.job_id}", self.clock()
-        calls = (("hset", Keys.running_jobs, member, job.model_dump_json()),
-                 ("zadd", Keys.running_leases, {member: now + self.lost_job_s}),
-                 ("zadd", Keys.running_started, {member: now}, Kw(nx=True)),
-                 ("hset", Keys.progress, stage, now))  # fmt: skip
-        return Op(calls, lambda r: None)
-
     def renew_jobs(self, members: list[str]) -> Op[None]:
         """Called by the heartbeat of the worker running them; only leases still there are renewed."""
         until = self.clock() + self.lost_job_s
         return Op(tuple(("zadd", Keys.running_leases, {m: until}, Kw(xx=True)) for m in members), lambda r: None)
 
     def begin_job(self, stage: str, job: Job) -> Op[bool]:
-        """`start_job`, in one round trip with the check that the job has not already run at this
-        stage (the broker's redelivery, or a job handed back as lost whose worker was only stopped
-        and finished it after all): False, and nothing leased, for such a copy."""
+        """The job leased to the worker running it (recovery hands it back when the lease runs out),
+        in one round trip with the check that it has not already run at this stage (the broker's
+        redelivery, or a job handed back as lost whose worker was only stopped and finished it
+        after all): False, and nothing leased, for such a copy."""
         member, now = f"{stage}|{job.job_id}", self.clock()
         keys = (Keys.done(stage, job.job_id), Keys.running_jobs, Keys.running_leases, Keys.running_started,
                 Keys.progress)  # fmt: skip

@@ -143,7 +143,7 @@ class Pipeline:
         try:
             send(self.app, stage, job.model_dump(mode="json"))
         except Exception:
-            self.players.start_job(stage, job)  # leased again: a later beat hands it back
+            self.players.begin_job(stage, job)  # leased again: a later beat hands it back
             raise
 
     def begin(self, stage: str, job: Job) -> bool:

@@ -34,7 +34,7 @@ def test_healthz_is_503_while_a_stage_makes_no_progress(redis_url, tmp_path):
         assert c.get("/healthz").status_code == 200
         stuck = Players(client)
         stuck.ops = PlayerOps(clock=lambda: time.time() - 45)  # ...but one job has run for 45 s
-        stuck.start_job("narrate", Job(window=SceneWindow(server_id="s", player_id="alex")))
+        stuck.begin_job("narrate", Job(window=SceneWindow(server_id="s", player_id="alex")))
         r = c.get("/healthz")
         assert r.status_code == 503
         assert r.json()["stages"] == {"narrate": False, "synth": True}

@@ -225,7 +225,7 @@ def test_the_key_table_names_every_key_a_player_leaves(redis_url):
     j = job(1)
     players.admit(j)
     players.admit(job(2))
-    players.start_job("narrate", j)
+    players.begin_job("narrate", j)
     players.mark_played(j.job_id, j.player_key, 60)
     players.deliver("s", "alex", playing(80))
     players.push_feedback("s:alex", {"kind": "skip"})
@@ -295,9 +295,9 @@ def test_a_job_lost_with_its_worker_is_handed_back_after_its_lease(redis_url):
     alive = Players(client, lost_job_s=30)
     alive.ops = PlayerOps(lost_job_s=30, clock=clock)
     lost, kept = job(1), job(1, player="steve")
-    dead.start_job("narrate", lost)  # its worker is then killed: nobody renews the lease
+    dead.begin_job("narrate", lost)  # its worker is then killed: nobody renews the lease
     beating = Heartbeat(client, "narrate", players=alive, on_lost=lambda stage, j: handed.append((stage, j.job_id)))
-    alive.start_job("narrate", kept)
+    alive.begin_job("narrate", kept)
     beating.hold("narrate", kept)
     handed: list = []
     clock.now += 20
@@ -331,7 +331,7 @@ def test_a_stage_with_an_old_running_job_is_stalled(redis_url):
     for stage in ("narrate", "synth"):
         Heartbeat(client, stage, every_s=60).beat()  # lapses in 3 minutes
     clock.now = time.time()
-    players.start_job("narrate", job(1))
+    players.begin_job("narrate", job(1))
     health = players.stage_health(["narrate", "synth"], 30)
     assert health["narrate"].ok and health["synth"].ok
     clock.now += 31
