@@ -23,7 +23,7 @@ import re
 
 from metabgm_shared.contracts import CharacterizedScene, Dimension, Mode, MusicDescription, Preferences
 from metabgm_shared.instruments import NAMES
-from metabgm_shared.prior import GENRES, Prior, fifths_distance
+from metabgm_shared.prior import GENRES, Prior, fifths_distance, level
 
 # -- narrator ------------------------------------------------------------------------------------
 TIME = {
@@ -324,10 +324,6 @@ GENRE_WORDS = {"calm acoustic": ["calm acoustic", "gentle acoustic"], "folk": ["
 
 def _a(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
-
-
-def level(intensity: float) -> str:
-    return "low" if intensity < 0.35 else "medium" if intensity < 0.7 else "high"
 
 
 def _hint(scene: CharacterizedScene, rng: random.Random) -> str:

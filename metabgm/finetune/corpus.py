@@ -35,6 +35,7 @@ from pydantic import BaseModel
 
 from metabgm_ingest.characterize import characterize
 from metabgm_shared.contracts import CharacterizedScene, Dimension, Mode, MusicDescription, Preferences
+from metabgm_shared.prior import level
 
 from . import author, scenes
 from .handwritten import HANDWRITTEN
@@ -221,7 +222,7 @@ def check_description(case: Case, answer: dict) -> str | None:
     missing = [m for m in must if m not in cap]
     if missing:
         return f"caption lacks {missing}"
-    lv = author.level(answer["intensity"] / 100)
+    lv = level(answer["intensity"] / 100)
     if not any(w in cap for w in author.TEXTURE[lv] + author.LEVEL[lv]):
         return "caption texture does not fit the intensity"
     if not all(w in cap.lower() for w in answer["mood"].split()):

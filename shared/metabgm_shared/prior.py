@@ -151,6 +151,11 @@ def signature(key: str, mode: str) -> int:
     return parent * 7 % 12
 
 
+def level(intensity: float) -> str:
+    """The intensity's band as a caption says it: low, medium or high."""
+    return "low" if intensity < 0.35 else "medium" if intensity < 0.7 else "high"
+
+
 def fifths_distance(a: tuple[str, str], b: tuple[str, str]) -> int:
     """Steps on the circle of fifths between two (key, mode) pairs: 0 (same notes) to 6."""
     d = (signature(*a) - signature(*b)) % 12

@@ -54,7 +54,7 @@ from metabgm_shared.contracts import (
 )
 from metabgm_shared.instruments import INSTRUMENTS, NAMES
 from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
-from metabgm_shared.prior import GENRES, Prior, clamp, continuity, fifths_distance, prior
+from metabgm_shared.prior import GENRES, Prior, clamp, continuity, fifths_distance, level, prior
 from metabgm_shared.settings import Describer
 from metabgm_shared.stages import LLM_RUNGS
 from metabgm_shared.state import Players
@@ -113,15 +113,10 @@ def named_instruments(text: str) -> set[str]:
     """The instruments a caption names ("pan flute" is not also a "flute")."""
     text, found = text.lower(), set()
     for name in sorted(NAMES, key=len, reverse=True):
-        pattern = rf"\b{name.replace('_', ' ')}s?\b"
-        if re.search(pattern, text):
+        text, n = re.subn(rf"\b{name.replace('_', ' ')}s?\b", " ", text)
+        if n:
             found.add(name)
-            text = re.sub(pattern, " ", text)
     return found
-
-
-def level(intensity: float) -> str:
-    return "low" if intensity < 0.35 else "medium" if intensity < 0.7 else "high"
 
 
 def restated(own: tuple[str | None, dict] | None, attrs: dict, genre: str, prior_genre: str) -> str | None:
