@@ -5,8 +5,9 @@ seeded), on the corpus's test split, through the stage's own code on the embedde
 
 Writes bench/results/narrator_attempts.{json,md}: per setting the guard pass rate (source "llm"),
 the grounding of every raw reply, repeats in a row per player, and the stage's p50/p95 latency
-(cases 4 at a time, so latency includes sharing the 2 cores). The last setting is the service's:
-two replies, each player's cases in order with the stage's own earlier narratives as recent.
+(cases 4 at a time, so latency includes sharing the 2 cores). The last two settings are the
+service's: each player's cases in order with the stage's own earlier narratives as recent, with one
+reply and with two (the service's default).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def main() -> None:
     rs = ev.refs("test")
     with EmbeddedLLM(None, "--parallel", str(args.workers), "--threads", "2", *lora_flags(DEFAULT)) as url:
         result = {f"{a}, corpus history": run(url, a, rs, args.workers) for a in (1, 2)}
-        result["2, own history"] = run_served(url, 2, rs, args.workers)
+        result |= {f"{a}, own history": run_served(url, a, rs, args.workers) for a in (1, 2)}
     keys = ("guard_pass_pct", "grounded_pct", "raw_grounded_pct", "repeats_in_a_row", "p50_s", "p95_s")
     table = ["| replies tried, recent narratives | " + " | ".join(keys) + " |",
              "| --- | " + " | ".join("---:" for _ in keys) + " |"]  # fmt: skip
