@@ -3,6 +3,7 @@ offline from the reference texts, trained on the reference set's narrator pairs.
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
@@ -81,3 +82,24 @@ def test_lora_learns_saves_and_reloads(tmp_path):
         loss_tuned = torch.nn.functional.cross_entropy(after[0, :-1], torch.tensor(labels[1:]), ignore_index=-100)
     assert not torch.allclose(before, after)
     assert loss_tuned < loss_base  # the reloaded adapter is the trained one, not a fresh init
+
+
+def test_metabgm_train_on_a_hugging_face_base_prints_the_vllm_command(tmp_path, capsys):
+    """The GPU path of `metabgm train` (`--base` an HF model), end to end on a tiny model: one
+    step per stage on the corpus, a PEFT adapter per stage and the `vllm serve` line that loads them."""
+    from metabgm.finetune import corpus
+    from metabgm.finetune import train as ft
+
+    texts = [m["content"] for st in ("narrator", "describer") for msgs, t in ft.pairs(st, "train") for m in
+             [*msgs, {"content": t}]]  # fmt: skip
+    tiny(tmp_path / "base", texts)
+    args = argparse.Namespace(base=str(tmp_path / "base"), stages=["narrator", "describer"], out=tmp_path / "out",
+                              corpus=None, measure=0, threads=1, layers=None, r=8, max_steps=1,
+                              **{f: None for f in ft.FIELDS if f not in ("r", "max_steps")})  # fmt: skip
+    assert ft.cmd(args) == 0
+    printed = capsys.readouterr().out
+    assert f"--max-lora-rank 16 --lora-modules narrator={tmp_path / 'out' / 'narrator'}" in printed.replace("\n", "")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["corpus"]["sha256"] == corpus.digest(corpus.DEFAULT_DIR)
+    assert {st: rep["steps"] for st, rep in manifest["stages"].items()} == {"narrator": 1, "describer": 1}
+    assert (tmp_path / "out" / "describer" / "adapter_model.safetensors").is_file()
