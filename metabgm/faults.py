@@ -306,11 +306,17 @@ def stall_llm(up: Up, seconds: float, kill: bool = False) -> dict:
             "llm_again_after_s": _round(time.time() - resumed_at)}  # fmt: skip
 
 
-def _described_by_llm(up: Up, player: str) -> bool:
+def _described_by_llm(up: Up, player: str, refined_within_s: float = 20) -> bool:
+    """The player hears music, and what plays comes to be the LLM's: at once, or as the refinement
+    that follows the ladder's fast rung (which one the ladder takes depends on the stages' timing)."""
     if up.heard.wait([player], time.time() - 1, 30)[player] is None:
         return False
-    raw = up.redis.hget(Keys.player(f"faults:{player}"), "now_playing")
-    return raw is not None and json.loads(raw)["description"]["source"] != "prior"
+
+    def described() -> bool:
+        raw = up.redis.hget(Keys.player(f"faults:{player}"), "now_playing")
+        return raw is not None and json.loads(raw)["description"]["source"] != "prior"
+
+    return _wait(described, refined_within_s)
 
 
 def stall_synth(up: Up, seconds: float, changes: int = 4) -> dict:
