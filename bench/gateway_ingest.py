@@ -26,6 +26,7 @@ from pathlib import Path
 
 import httpx
 import redis
+from cores import pin
 from pipeline_overhead import cpu_s
 from report import write_results
 
@@ -50,12 +51,6 @@ def window(player: int, rnd: int) -> dict:
         "hostile_total": float(player % 4),
         "events": {"attacked": 50.0 if player % 7 == 0 else 0.0},
     }
-
-
-def pin(pid: int, cores: set[int]) -> None:
-    """Every thread of a process onto `cores`."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        os.sched_setaffinity(int(tid), cores)
 
 
 def layout(stack: Stack) -> dict[str, list[int]]:

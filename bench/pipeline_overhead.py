@@ -2,7 +2,7 @@
 round trip measured in the same run, under the same load.
 
     flock /tmp/metabgm-bench.lock .venv/bin/python bench/pipeline_overhead.py [--players 1000 5000] \
-        [--warmup 10] [--duration 20] [--appendfsync always]
+        [--warmup 10] [--duration 20] [--appendfsync always] [--renders-apart]
 
 A hop is a job put on a stage's queue -> a worker starting it (`metabgm_queue_wait_seconds`) -> the
 worker handing it on: the next stage's queue, the ladder's dispatch, or the end of its route
@@ -15,6 +15,8 @@ rendered before is a cache hit): its hand-off row is a render or a cache hit, no
 Redis runs as `metabgm up` runs it (append-only, `appendfsync always`: each write waits for an
 fsync) unless `--appendfsync` says otherwise; the round trips are a read (GET) and a write (SET),
 sampled every 20 ms during the measured window. CPU seconds per process tell who had the 2 cores.
+`--renders-apart` pins the synth alone on one core and everything else on the other, as production
+keeps renders on their own (GPU) nodes.
 Writes bench/results/pipeline_overhead.json and .md (or `--name`).
 """
 
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import httpx
 import redis
+from cores import pin
 from prometheus_client.parser import text_string_to_metric_families
 from report import write_results
 
@@ -137,10 +140,23 @@ def cpu(stack: Stack) -> dict[str, float]:
     return {**{name: cpu_s(p.pid) for name, p in stack.procs.items()}, "bench client": own.ru_utime + own.ru_stime}
 
 
-def run(players: int, warmup: float, duration: float, seed: int, appendfsync: str) -> dict:
+def renders_apart(stack: Stack) -> dict[str, list[int]]:
+    """The synth (its renders) alone on the last core, as on its own node in production (the GPU
+    pods); Redis, the gateway, the other workers and this client on the rest."""
+    cores = sorted(os.sched_getaffinity(0))
+    synth, rest = {cores[-1]}, set(cores[:-1]) or {cores[-1]}
+    for name, proc in stack.procs.items():
+        pin(proc.pid, synth if name == "synth" else rest)
+    pin(os.getpid(), rest)
+    return {"synth": sorted(synth), "everything else": sorted(rest)}
+
+
+def run(players: int, warmup: float, duration: float, seed: int, appendfsync: str, apart: bool) -> dict:
     no_llm = "http://127.0.0.1:9/v1"
+    cores = os.sched_getaffinity(0)
     with tempfile.TemporaryDirectory() as tmp, Stack(Path(tmp), port=free_port(), stages=STAGES, llm_url=no_llm,
                                                      env=INSTANT) as stack:  # fmt: skip
+        pinned = renders_apart(stack) if apart else None
         client = redis.Redis.from_url(stack.redis_url)
         client.config_set("appendfsync", appendfsync)
         headers = {"Authorization": f"Bearer {Secrets(stack.data_dir).collector_token}"}
@@ -157,9 +173,10 @@ def run(players: int, warmup: float, duration: float, seed: int, appendfsync: st
                 sent += len(batch)
                 time.sleep(max(0.0, 0.1 - (time.time() - start - now)))
         after, cpu1, backlog = scrape(stack.metrics_ports), cpu(stack), depths(client, STAGES)
+    os.sched_setaffinity(0, cores)
     used = {name: round(cpu1[name] - cpu0[name], 1) for name in cpu1}
     return {"players": players, "warmup_s": warmup, "measured_s": duration, "seed": seed, "appendfsync": appendfsync,
-            "windows_measured": sent, "windows_per_s": round(sent / duration, 1),
+            "pinned": pinned, "windows_measured": sent, "windows_per_s": round(sent / duration, 1),
             "queues_at_end": backlog, "redis_round_trip": rtt.summary(), "hops": hops(before, after),
             "cpu_s": used, "cores_busy": round(sum(used.values()) / duration, 2)}  # fmt: skip
 
@@ -182,14 +199,18 @@ def table(rows: list[dict]) -> list[str]:
                 continue
             q, o = h["queue_wait"], h.get("handoff", {})
             hop = f"{q['p50_ms']} / {q['p99_ms']} | {o.get('p50_ms')} / {o.get('p99_ms')}"
-            out.append(f"| {r['players']} | {r['windows_per_s']} | fsync {r['appendfsync']} | {stage} | {q['jobs']}"
-                       f" | {hop} | {read} | {write} |")  # fmt: skip
+            out.append(f"| {r['players']}{where(r)} | {r['windows_per_s']} | fsync {r['appendfsync']} | {stage}"
+                       f" | {q['jobs']} | {hop} | {read} | {write} |")  # fmt: skip
     out += ["", "CPU seconds in the measured window (2 cores):", ""]
     for r in rows:
         busy = ", ".join(f"{k} {v}" for k, v in sorted(r["cpu_s"].items(), key=lambda kv: -kv[1]))
-        out.append(f"- {r['players']} players, fsync {r['appendfsync']}: {r['cores_busy']} cores busy ({busy});"
-                   f" queues at the end {r['queues_at_end']}")  # fmt: skip
+        out.append(f"- {r['players']} players{where(r)}, fsync {r['appendfsync']}: {r['cores_busy']} cores busy"
+                   f" ({busy}); queues at the end {r['queues_at_end']}")  # fmt: skip
     return out
+
+
+def where(run: dict) -> str:
+    return ", renders on their own core" if run.get("pinned") else ""
 
 
 def main() -> None:
@@ -199,9 +220,11 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds counted")
     ap.add_argument("--seed", type=int, default=13)
     ap.add_argument("--appendfsync", nargs="+", default=["always"], choices=["always", "everysec"])
+    ap.add_argument("--renders-apart", action="store_true", help="the synth alone on one core, the rest on the other")
     ap.add_argument("--name", default="pipeline_overhead")
     args = ap.parse_args()
-    rows = [run(n, args.warmup, args.duration, args.seed, f) for f in args.appendfsync for n in args.players]
+    rows = [run(n, args.warmup, args.duration, args.seed, f, args.renders_apart)
+            for f in args.appendfsync for n in args.players]  # fmt: skip
     write_results(args.name, {"backends": "instant (labelled): no LLM (METABGM_LLM_MAX_INFLIGHT=0, prior rung); "
                               "synth: real CPU renderer, 1-bar clips, cache hits for scenes rendered before",
                               "runs": rows}, table(rows), note=note())  # fmt: skip
