@@ -1,19 +1,34 @@
 """The seed Minecraft mod's window (see docs/mod-protocol.md) converted into a `SceneWindow`.
 
-Labels arrive exactly as the mod spells them, typos included (`Toching Water`, `skelton`,
-`patrik`, `Sa Plateau`); they are mapped to canonical names here and nowhere else.
-
-Unknown labels, handled on purpose and counted in `metabgm_unknown_labels_total`:
-- open vocabularies (`Biome`, `BiomePredict`, `Monster`) keep an unknown label in the window
-  if it looks like a game name (a biome: up to four Title Case words; a mob: one lowercase word;
-  anything else becomes `Unknown` / `unknown`): a newer game version adds biomes and mobs, and a
-  `Monster` entry is hostile by the mod's definition. It reaches no prompt as written: the
-  characterization maps every label to the game's vocabulary (vocab.py) first;
-- closed vocabularies (`Time`, `Climate`, `Health`, ...) drop an unknown label: nothing downstream
-  could interpret it, and guessing would put words in the player's mouth;
-- unknown top-level keys are ignored.
-A label that is not plain text, or a value that is not a finite number in range, rejects the
-window with a message (`ModWindowError`): nothing is guessed, nothing crashes.
+Rules:
+- Labels arrive exactly as the mod spells them, typos included (`Toching Water`, `Being Rained`,
+  `skelton`, `patrik`, `Sa Plateau`); they are mapped to canonical names here and nowhere else
+  (`CLOSED`, `BIOME_SPELLING`, `MONSTER_SPELLING`).
+- Closed vocabularies (`Time`, `Climate`, `Health`, ...: `CLOSED`) drop an unknown label and
+  report it: nothing downstream could interpret it, and guessing would put words in the player's
+  mouth.
+- Open vocabularies keep a label that looks like a game name, since a newer game version adds
+  biomes and mobs: a biome (`Biome`, `BiomePredict`) is up to four Title Case words, anything else
+  becomes `Unknown` and is reported; a mob (`Monster`) outside `KNOWN_MONSTERS` is reported and
+  kept if it is one lowercase word, else it becomes `unknown`. A `Monster` entry is hostile by the
+  mod's definition. No label reaches a prompt as written: the characterization maps every label to
+  the game's vocabulary (vocab.py) first.
+- Unknown top-level keys are ignored and reported (as `key`). Reported means `on_unknown(field)`
+  is called; the gateway counts it in `metabgm_unknown_labels_total`.
+- Biome labels that end up with one name add up (at most 100 %); so do mob counts (at most
+  10,000: `skelton` and `skeleton` both full is a full count, not a refusal). A mob counted zero
+  is no entity.
+- `Monster.sum` is the hostile total, or the sum of the counts (at most 10,000) when the mod sent
+  none; entities come most numerous first, at most 64 (the window's limit), while the total counts
+  them all.
+- `Placing` is split: `In Lava` / `Not In Lava` join `status` (beside `On Fire`), the rest joins
+  `motion`. Of `Attacked`, only the `Attacked` share is kept (`events.attacked`).
+- The dimension follows the dominant biome: a Nether biome is the nether, an End biome the end,
+  any other the overworld; no biome, no dimension.
+- Shares are percent (0-100), `Monster` counts 0-10,000; a missing or null key means nothing was
+  sampled. A window, key or label of the wrong shape, a value that is not a finite number in range,
+  an `Index` that is not an integer 0-2**31, or a value the `SceneWindow` contract refuses rejects
+  the window with a message saying which part and why (`ModWindowError`): nothing is guessed.
 """
 
 from __future__ import annotations
@@ -32,6 +47,12 @@ END_BIOMES = {"The End", "End Highlands", "End Midlands", "Small End Islands", "
 
 BIOME_SPELLING = {"Sa Plateau": "Savanna Plateau"}
 MONSTER_SPELLING = {"skelton": "skeleton", "patrik": "pillager"}
+KNOWN_MONSTERS = {
+    "zombie", "zoglin", "wither", "warden", "vex", "spider", "silverfish", "pillager", "guardian",
+    "giant", "endermite", "enderman", "creeper", "blaze", "skeleton", "piglin",
+}  # fmt: skip
+BIOME_NAME = re.compile(r"^[A-Z][a-z']*( [A-Z][a-z']*){0,3}$")
+MOB_NAME = re.compile(r"^[a-z_]{2,24}$")
 
 CLOSED: dict[str, dict[str, str]] = {
     "Time": {k: k for k in ("Sunrise", "Day", "Noon", "Afternoon", "Sunset", "Night", "Midnight")},
@@ -52,6 +73,10 @@ CLOSED: dict[str, dict[str, str]] = {
     "Attacked": {"Attacked": "Attacked", "Not Attacked": "Not Attacked"},
 }
 KNOWN_KEYS = {"Index", "Biome", "BiomePredict", "Monster", *CLOSED}
+MAX_COUNT = 10_000.0  # a mob's count, and a name's once its labels add up
+LAVA = ("In Lava", "Not In Lava")  # `Placing` labels that are a status, not a motion
+
+Report = Callable[[str], None]  # on_unknown: called with the key (or "key") of each unknown label
 
 
 class ModWindowError(ValueError):
@@ -68,11 +93,8 @@ def _number(key: str, label: str, value: Any, upper: float) -> float:
     return float(value)
 
 
-BIOME_NAME = re.compile(r"^[A-Z][a-z']*( [A-Z][a-z']*){0,3}$")
-MOB_NAME = re.compile(r"^[a-z_]{2,24}$")
-
-
 def _map(data: dict, key: str, upper: float = 100.0) -> dict[str, float]:
+    """One key's label -> number map, checked; missing or null is empty."""
     raw = data.get(key, {})
     if raw is None:
         return {}
@@ -86,23 +108,14 @@ def _map(data: dict, key: str, upper: float = 100.0) -> dict[str, float]:
     return out
 
 
-def from_mod(
-    data: Any,
-    *,
-    server_id: str,
-    player_id: str,
-    world_id: str = "world",
-    received_at: float | None = None,
-    window_s: float = 10.0,
-    on_unknown: Callable[[str], None] = lambda field: None,
-) -> SceneWindow:
-    """Convert one mod window. `on_unknown(field)` is called for every unknown label or key."""
-    if not isinstance(data, dict):
-        raise ModWindowError(f"Data: expected an object, got {type(data).__name__}")
+def _report_unknown_keys(data: dict, on_unknown: Report) -> None:
     for key in data:
         if key not in KNOWN_KEYS:
             on_unknown("key")
 
+
+def _closed(data: dict, on_unknown: Report) -> dict[str, dict[str, float]]:
+    """Every closed key's shares under canonical names; an unknown label is dropped and reported."""
     closed: dict[str, dict[str, float]] = {}
     for key, names in CLOSED.items():
         closed[key] = {}
@@ -111,51 +124,107 @@ def from_mod(
                 closed[key][names[label]] = share
             else:
                 on_unknown(key)
+    return closed
 
-    def biomes(key: str) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for label, share in _map(data, key).items():
-            name = BIOME_SPELLING.get(label, label)
-            if not BIOME_NAME.match(name):
-                on_unknown(key)
-                name = "Unknown"
-            out[name] = min(100.0, out.get(name, 0.0) + share)
-        return out
 
-    biome = biomes("Biome")
-    monsters = _map(data, "Monster", upper=10_000.0)
+def _biome_name(key: str, label: str, on_unknown: Report) -> str:
+    name = BIOME_SPELLING.get(label, label)
+    if not BIOME_NAME.match(name):
+        on_unknown(key)
+        return "Unknown"
+    return name
+
+
+def _biomes(data: dict, key: str, on_unknown: Report) -> dict[str, float]:
+    """A biome distribution (`Biome` or `BiomePredict`); labels of one name add up, capped at 100."""
+    out: dict[str, float] = {}
+    for label, share in _map(data, key).items():
+        name = _biome_name(key, label, on_unknown)
+        out[name] = min(100.0, out.get(name, 0.0) + share)
+    return out
+
+
+def _mob_name(label: str, on_unknown: Report) -> str:
+    name = MONSTER_SPELLING.get(label, label)
+    if name not in KNOWN_MONSTERS:
+        on_unknown("Monster")
+        if not MOB_NAME.match(name):
+            return "unknown"
+    return name
+
+
+def _hostiles(data: dict, on_unknown: Report) -> tuple[list[Entity], float]:
+    """`Monster` as hostile entities, most numerous first, and the hostile total."""
+    monsters = _map(data, "Monster", upper=MAX_COUNT)
     total = monsters.pop("sum", None)
     counts: dict[str, float] = {}
-    for name, count in monsters.items():
-        canonical = MONSTER_SPELLING.get(name, name)
-        if canonical not in KNOWN_MONSTERS:
-            on_unknown("Monster")
-            if not MOB_NAME.match(canonical):
-                canonical = "unknown"
+    for label, count in monsters.items():
+        name = _mob_name(label, on_unknown)
         if count > 0:
-            counts[canonical] = counts.get(canonical, 0.0) + count
+            counts[name] = min(MAX_COUNT, counts.get(name, 0.0) + count)
     entities = [Entity(type=name, hostile=True, count=count) for name, count in counts.items()]
     entities.sort(key=lambda e: (-e.count, e.type))
+    return entities, total if total is not None else min(MAX_COUNT, sum(e.count for e in entities))
 
-    dominant = max(biome, key=biome.__getitem__) if biome else None
-    dimension = None
+
+def _dimension(biome: dict[str, float]) -> str | None:
+    if not biome:
+        return None
+    dominant = max(biome, key=biome.__getitem__)
     if dominant in NETHER_BIOMES:
-        dimension = "nether"
-    elif dominant in END_BIOMES:
-        dimension = "end"
-    elif dominant is not None:
-        dimension = "overworld"
+        return "nether"
+    if dominant in END_BIOMES:
+        return "end"
+    return "overworld"
 
+
+def _index(data: dict) -> int:
     index = data.get("Index", 0)
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= 2**31:
         raise ModWindowError("Index: expected a non-negative integer")
+    return index
 
-    placing = closed["Placing"]
+
+def _status_and_motion(closed: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, float]]:
+    """`Status` plus being in lava, and `Motion` plus the rest of `Placing`."""
+    placing = dict(closed["Placing"])
     status = dict(closed["Status"])
-    for label in ("In Lava", "Not In Lava"):
+    for label in LAVA:
         if label in placing:
             status[label] = placing.pop(label)
+    return status, {**closed["Motion"], **placing}
 
+
+def _refusal(exc: ValidationError) -> ModWindowError:
+    """The contract's first complaint, as `where: why`."""
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return ModWindowError(f"{where}: {first['msg']}")
+
+
+def from_mod(
+    data: Any,
+    *,
+    server_id: str,
+    player_id: str,
+    world_id: str = "world",
+    received_at: float | None = None,
+    window_s: float = 10.0,
+    on_unknown: Report = lambda field: None,
+) -> SceneWindow:
+    """Convert one mod window. `on_unknown(field)` is called for every unknown label or key.
+
+    The parts are read in a fixed order (closed keys, `Biome`, `Monster`, `Index`, `BiomePredict`):
+    a window with several faults is refused for the first of them.
+    """
+    if not isinstance(data, dict):
+        raise ModWindowError(f"Data: expected an object, got {type(data).__name__}")
+    _report_unknown_keys(data, on_unknown)
+    closed = _closed(data, on_unknown)
+    biome = _biomes(data, "Biome", on_unknown)
+    entities, hostile_total = _hostiles(data, on_unknown)
+    index = _index(data)
+    status, motion = _status_and_motion(closed)
     try:
         return SceneWindow(
             server_id=server_id,
@@ -164,26 +233,18 @@ def from_mod(
             index=index,
             start=None if received_at is None else received_at - window_s,
             end=received_at,
-            dimension=dimension,
+            dimension=_dimension(biome),
             biome=biome,
-            biome_ahead=biomes("BiomePredict"),
+            biome_ahead=_biomes(data, "BiomePredict", on_unknown),
             time_of_day=closed["Time"],
             weather=closed["Climate"],
             temperature=closed["Temperature"],
             vitals=Vitals(health=closed["Health"], hunger=closed["Hunger"]),
             status=status,
-            motion={**closed["Motion"], **placing},
+            motion=motion,
             entities=entities[:64],
-            hostile_total=total if total is not None else sum(e.count for e in entities),
+            hostile_total=hostile_total,
             events=Events(attacked=closed["Attacked"].get("Attacked", 0.0)),
         )
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ModWindowError(f"{where}: {first['msg']}") from None
-
-
-KNOWN_MONSTERS = {
-    "zombie", "zoglin", "wither", "warden", "vex", "spider", "silverfish", "pillager", "guardian",
-    "giant", "endermite", "enderman", "creeper", "blaze", "skeleton", "piglin",
-}  # fmt: skip
+        raise _refusal(exc) from None

@@ -97,6 +97,13 @@ def test_missing_and_null_keys_mean_nothing_sampled():
     assert w.biome == {} and w.entities == []
 
 
+def test_counts_that_add_up_past_the_limit_are_a_full_count_not_a_crash():
+    # a typo and its canonical name, and two odd names that both become `unknown`, add up
+    w = convert({"Monster": {"skelton": 6000, "skeleton": 6000, "Bad Mob": 9000, "Worse Mob": 9000}})
+    assert {e.type: e.count for e in w.entities} == {"skeleton": 10_000, "unknown": 10_000}
+    assert w.hostile_total == 10_000  # no `sum` sent: the counts' sum, at most the limit
+
+
 def test_recorded_session_converts(session_windows):
     for row in session_windows:
         w = convert(row["Data"])

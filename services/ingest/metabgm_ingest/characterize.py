@@ -145,52 +145,93 @@ def in_vocabulary(w: SceneWindow) -> SceneWindow:
     )
 
 
-def characterize(w: SceneWindow, max_features: int = 6) -> CharacterizedScene:
-    w = in_vocabulary(w)
-    biome = dominant(w.biome)
-    dimension = w.dimension or Dimension.overworld
-    mode = classify(w, dimension, biome)
+def _attackers(w: SceneWindow) -> list[tuple[str, float]]:
+    """Rules 1 and 2 for mobs: hostile ones to one decimal, no zeros, the most numerous first."""
     attackers = [(e.type, round(e.count, 1)) for e in w.entities if e.hostile and round(e.count, 1) > 0]
     attackers.sort(key=lambda a: (-a[1], a[0]))
-    ahead = dominant(w.biome_ahead)
-    health, hunger = vitals(w)
+    return attackers
 
-    candidates: dict[str, str] = {}
+
+def _combat_features(w: SceneWindow, attackers: list[tuple[str, float]]) -> dict[str, str]:
+    """How much the player was hit, and by the three most numerous attackers."""
+    features: dict[str, str] = {}
     if w.events.attacked:
-        candidates["attacked"] = f"{round(w.events.attacked)}%"
+        features["attacked"] = f"{round(w.events.attacked)}%"
     if attackers:
-        candidates["attackers"] = ", ".join(f"{name} {count}" for name, count in attackers[:3])
-    if w.events.damage_sources:
-        candidates["hurt by"] = ", ".join(dict.fromkeys(w.events.damage_sources[:3]))
-    if w.events.deaths:
-        candidates["deaths"] = str(w.events.deaths)
-    if w.vitals.air is not None and w.vitals.air < 100:
-        candidates["air"] = f"{round(w.vitals.air)}%"
-    if w.action:
-        candidates["action"] = w.action
-    for name, dist in (
-        ("health", health),
-        ("hunger", hunger),
-        ("status", w.status),
-        ("biome", w.biome),
-        ("time", w.time_of_day),
-        ("weather", w.weather),
-        ("temperature", w.temperature),
-        ("motion", w.motion),
-    ):
-        items = reduce(dist)
-        if name in ("health", "hunger") and items == [("Full", 100)]:
-            continue  # a full bar only matters when it is not full
-        if name == "motion":
-            items = [kv for kv in items if kv[0] != "On Ground"]  # standing is the default
-        if items:
-            candidates[name] = _render(items)
-    if ahead and ahead != biome:
-        candidates["heading"] = ahead
+        features["attackers"] = ", ".join(f"{name} {count}" for name, count in attackers[:3])
+    return features
 
-    order = PRIORITIES[mode]
-    features = [Feature(name=n, value=candidates[n]) for n in order if n in candidates][:max_features]
-    text = "; ".join([f"mode: {mode.value}"] + [f"{f.name}: {f.value}" for f in features])
+
+def _collector_features(w: SceneWindow) -> dict[str, str]:
+    """Rule 6: the events and vitals a native collector adds, when it sent them."""
+    features: dict[str, str] = {}
+    if w.events.damage_sources:
+        features["hurt by"] = ", ".join(dict.fromkeys(w.events.damage_sources[:3]))
+    if w.events.deaths:
+        features["deaths"] = str(w.events.deaths)
+    if w.vitals.air is not None and w.vitals.air < 100:
+        features["air"] = f"{round(w.vitals.air)}%"
+    if w.action:
+        features["action"] = w.action
+    return features
+
+
+def _telling(name: str, dist: dict[str, float]) -> list[tuple[str, int]]:
+    """Rule 3 for one distribution, less what goes without saying."""
+    items = reduce(dist)
+    if name in ("health", "hunger") and items == [("Full", 100)]:
+        return []  # a full bar only matters when it is not full
+    if name == "motion":
+        return [kv for kv in items if kv[0] != "On Ground"]  # standing is the default
+    return items
+
+
+def _distribution_features(w: SceneWindow, health: dict[str, float], hunger: dict[str, float]) -> dict[str, str]:
+    """Every distribution that says something, reduced and rendered."""
+    dists = {
+        "health": health,
+        "hunger": hunger,
+        "status": w.status,
+        "biome": w.biome,
+        "time": w.time_of_day,
+        "weather": w.weather,
+        "temperature": w.temperature,
+        "motion": w.motion,
+    }
+    told = {name: _telling(name, dist) for name, dist in dists.items()}
+    return {name: _render(items) for name, items in told.items() if items}
+
+
+def _heading_feature(biome: str | None, ahead: str | None) -> dict[str, str]:
+    """The biome ahead, when it is another than the one the player is in."""
+    return {"heading": ahead} if ahead and ahead != biome else {}
+
+
+def _prioritized(candidates: dict[str, str], mode: Mode, max_features: int) -> list[Feature]:
+    """Rule 5: the candidates the mode cares about, in its order, at most `max_features`."""
+    return [Feature(name=n, value=candidates[n]) for n in PRIORITIES[mode] if n in candidates][:max_features]
+
+
+def _text(mode: Mode, features: list[Feature]) -> str:
+    """Rule 8: the compact prompt-ready form."""
+    return "; ".join([f"mode: {mode.value}"] + [f"{f.name}: {f.value}" for f in features])
+
+
+def characterize(w: SceneWindow, max_features: int = 6) -> CharacterizedScene:
+    """The window as a scene: its labels in the vocabulary, its mode, and the features that mode reads."""
+    w = in_vocabulary(w)
+    biome, ahead = dominant(w.biome), dominant(w.biome_ahead)
+    dimension = w.dimension or Dimension.overworld
+    mode = classify(w, dimension, biome)
+    attackers = _attackers(w)
+    health, hunger = vitals(w)
+    candidates = (
+        _combat_features(w, attackers)
+        | _collector_features(w)
+        | _distribution_features(w, health, hunger)
+        | _heading_feature(biome, ahead)
+    )
+    features = _prioritized(candidates, mode, max_features)
     return CharacterizedScene(
         mode=mode,
         dimension=dimension,
@@ -204,6 +245,6 @@ def characterize(w: SceneWindow, max_features: int = 6) -> CharacterizedScene:
         attackers=attackers,
         attacked=round(w.events.attacked),
         features=features,
-        text=text,
+        text=_text(mode, features),
         texts=w.texts,
     )
