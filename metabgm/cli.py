@@ -1,4 +1,29 @@
-"""`metabgm`: the operator's command."""
+"""`metabgm`: the operator's command.
+
+Rules:
+- Every subcommand is a `cmd_<name>` whose return value is the exit status: 0 done, 1 failed (a
+  deployment refused or unreachable, `status` when players get no music), 2 a bad argument, 130
+  `demo` interrupted before its session started.
+  `build_parser` gives each one `--data-dir` (default `.metabgm`) and its --help from help.py.
+- Player names, collector names and server ids are checked against `IDENT_RE` (1-64 letters,
+  digits, '_', '.', '-') before anything is made or asked.
+- Without `--url`, `link`, `mod-url` and `status` act on the `metabgm up` running on `--data-dir`
+  (its instance.json), and links and mod URLs are signed with that data dir's secrets; the instance
+  is looked up first, so no secrets are made for one that is not there. With `--url` they ask the
+  deployment (remote.py), which keeps and uses its own secrets.
+- A mod URL admits one player (`--player`). The shared one (`--shared`) is printed only locally,
+  and the gateway accepts it only with `METABGM_MOD_SHARED_KEY=true`.
+- `collector-token default` prints the operator's token, whose servers are
+  `METABGM_DEFAULT_COLLECTOR_SERVERS`: it takes no `--server`. A named collector is made, or
+  re-bound, in `--data-dir`'s collectors.json: bound to its `--server` ids (none given: the ones it
+  has, or the server id NAME).
+- `link` is for `--server`, else `METABGM_MOD_SERVER_ID`, else the gateway's default
+  `mod_server_id`. The token carries its own timestamp; the gateway applies the TTL when it checks.
+- `up` and `demo` stop cleanly on Ctrl-C and SIGTERM, even where the shell started them with SIGINT
+  ignored: their children run in their own sessions and only this process can stop them. `up`
+  supervises (restarts what died) until stopped, and stops the stack on its way out, whatever
+  happened.
+"""
 
 from __future__ import annotations
 
@@ -152,7 +177,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="metabgm", description=__doc__, epilog="`metabgm <command> --help` says more, with an example."
+        prog="metabgm",
+        description=__doc__.split("\n\n")[0],  # the first line; the rules are the code's, not the operator's
+        epilog="`metabgm <command> --help` says more, with an example.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -1,15 +1,24 @@
 """The paper's text metrics, corpus-level, on a 0-100 scale.
 
+Rules:
 - BLEU-n is cumulative: the geometric mean of the 1..n-gram precisions times the brevity penalty
   (sacrebleu with `max_ngram_order=n`, its default 13a tokenizer, case-sensitive), so BLEU-1 and
   BLEU-4 compare with the paper's 51.66 and 3.79.
-- METEOR is nltk's `meteor_score`, averaged over segments. Its synonym stage needs WordNet, which
-  nltk cannot download here. `wordnet()` looks for the WordNet 3.0 database files (Debian's
-  `wordnet-base` puts them in /usr/share/wordnet) and makes a nltk-usable copy (Debian leaves out the
-  `lexnames` index nltk requires; it is the fixed list below). Without them METEOR runs with a
-  WordNet that has no synsets: exact and Porter-stem matches only, which scores at most what full
-  METEOR would. Tables name the variant.
+- METEOR is nltk's `meteor_score` on lowercased, whitespace-split text, averaged over segments. Its
+  synonym stage needs WordNet, which nltk cannot download here. `wordnet()` looks for the WordNet
+  3.0 database files (Debian's `wordnet-base` puts them in /usr/share/wordnet) and makes a
+  nltk-usable copy (Debian leaves out the `lexnames` index nltk requires; it is the fixed list
+  below). Without them METEOR runs with a WordNet that has no synsets: exact and Porter-stem
+  matches only, which scores at most what full METEOR would. Tables name the variant
+  (`meteor_variant`).
+- A WordNet directory named on purpose that lacks the database (`data.noun`) is an error; none in
+  the usual places (`WORDNET_DIRS`) is not. The copy is made once per directory asked for, in a
+  temporary directory removed at exit.
 - ROUGE-L is rouge-score's F-measure with stemming, averaged over segments.
+- `score` takes one reference per hypothesis (a count mismatch is a ValueError) and returns bleu1 to
+  bleu4, meteor and rouge_l, rounded to 2 decimals.
+- The scorers come with the `eval` extra and are imported only when called, so `metabgm` runs
+  without it.
 """
 
 from __future__ import annotations

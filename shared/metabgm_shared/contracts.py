@@ -2,6 +2,27 @@
 
 One module, installed into every image, so no service keeps its own copy of a contract.
 The queue payload is `Job`: each stage fills in its own part and hands it on.
+
+Rules:
+- What a collector sends (`SceneWindow` and its parts) is untrusted and validated strictly: unknown
+  fields are refused (`Strict`), ids match `IDENT_RE`, labels `LABEL_RE`, a `Distribution` maps at
+  most 128 labels to a share in percent (0-100), vitals, counts and distances are bounded and finite,
+  and every list is capped.
+- `PlayerText` is data, never instructions, wherever it goes (`untrusted` is always True); a
+  `CharacterizedScene` keeps it apart from its prompt-ready `features` and `text`.
+- `Job` is the final contract of the queues: a stage only fills in its own part (`scene` and
+  `decision`, `narrative`, `description`, `clip`, their time in `stages`). Its route fields (`rung`,
+  `route`, `deadline_at`, `scene_id`, `refine`, `pregen`, `anticipated`) are the ladder's, and
+  `collector` and `rank` are `fair`'s. A player is `Job.player_key`, `<server_id>:<player_id>`.
+- A refinement shares its `scene_id` with the fast clip it refines and keeps its key and tempo
+  (`Job.refine`, `NowPlaying.refined`).
+- A `MusicDescription` asks only for what the synth can play: a key of `KEYS`, a `MusicMode`, 1-6
+  instruments of `instruments.NAMES`, 40-200 bpm, an intensity in 0-1.
+- A scene's music is a `Cue`: its sections' clip keys, played in order, then again from `loop_from`;
+  the first section's `Clip` carries the whole cue, and each section's clip its `Section` plan.
+- Player events are one model per `type` (`window`, `scene`, `narrative`, `now_playing`,
+  `preferences`), validated where published and again where read (`parse_event`); `Event(...)`, the
+  former untyped constructor kept for callers not yet moved, validates too.
 """
 
 from __future__ import annotations
@@ -36,6 +57,7 @@ def _finite(value: float) -> float:
 Ident = Annotated[str, AfterValidator(_ident)]
 Share = Annotated[float, Field(ge=0, le=100), AfterValidator(_finite)]
 Count = Annotated[float, Field(ge=0, le=10_000), AfterValidator(_finite)]
+Epoch = Annotated[float, Field(ge=0, le=2**33), AfterValidator(_finite)]  # seconds since 1970, before the year 2242
 
 
 def _labels(dist: dict[str, float]) -> dict[str, float]:
@@ -103,8 +125,8 @@ class SceneWindow(Strict):
     world_id: Ident = "world"
     player_id: Ident
     index: int = Field(0, ge=0, le=2**31)
-    start: float | None = None  # epoch seconds
-    end: float | None = None
+    start: Epoch | None = None
+    end: Epoch | None = None
     dimension: Dimension | None = None
     biome: Distribution = {}
     biome_ahead: Distribution = {}  # where the player is heading

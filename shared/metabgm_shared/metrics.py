@@ -2,6 +2,20 @@
 
 Each process exports the default registry: the gateway on its `/metrics` route, each worker on
 its own port (`METABGM_METRICS_PORT`).
+
+Rules:
+- A metric is a module-level object here, named `metabgm_*` with fixed label names; a service
+  imports this module and observes it, so every name and label set is in one place.
+- Buckets by kind: `LATENCY_BUCKETS` for one stage's work or one LLM request, `E2E_BUCKETS` for a
+  window's way to music, `HOP_BUCKETS` for one hop (`queue_wait`, then `handoff`, both read by
+  bench/pipeline_overhead.py).
+- Gauges of shared state (queue depths by band, `inflight` players, mod players, `restarts` that
+  `metabgm up` keeps in Redis, live workers, stalled stages) are read from Redis by the gateway at
+  scrape time; the workers set none of them.
+- A worker's /metrics is served only when `metrics_port` is set (0: none), with /livez, at
+  `metrics_host`; the gateway's answers only the networks in `metrics_allow`.
+- The open breaker's fast-fails send no request: they count in `llm_breaker_rejections`, never as an
+  `llm_latency`.
 """
 
 from __future__ import annotations

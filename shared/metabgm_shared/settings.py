@@ -1,6 +1,27 @@
 """Typed settings, one class per service on a common base. Environment variables are
 `METABGM_<FIELD>`; values with no default are required and a missing one stops the service at
 start-up with a message naming it.
+
+Rules:
+- `Common` holds what every worker and the gateway share (Redis, lifetimes and leases, the ladder's
+  budgets, metrics and liveness); `Ingest`, `LLM` (and its `Narrator` and `Describer`), `Synth` and
+  `Gateway` add their own. Variables no class has are ignored, so one environment serves them all.
+- Required: `redis_url`, and `llm_base_url` for the LLM stages. Numbers carry their bounds, so a
+  value out of range also stops the service at start-up rather than misbehaving later.
+- An LLM stage's LoRA adapter is its `lora_id` (`narrator_lora_id`, `describer_lora_id`; None: the
+  base model). With `llm_lora_adapters` > 0 (the embedded llama.cpp server) every request names all
+  adapters, its own on (`llmserver.lora_field`); vLLM picks one by model name and sets 0.
+- Secrets are not settings: `Secrets` reads `collector_token`, `mod_key` and `link_secret` from
+  `METABGM_<NAME>` or `<data_dir>/secrets.json`. In production a missing one is an error; locally it
+  is made on first use (file mode 0600). One under 16 characters, or a placeholder (`INSECURE`), is
+  refused.
+- Collectors are `default` (`collector_token`), the named ones in `<data_dir>/collectors.json`
+  (read again when it changes) and `METABGM_COLLECTOR_TOKENS` (`name:token[:server|...]`); a token
+  under 16 characters is refused. A named collector is bound to its servers (by default the server
+  id of its name); `default`'s servers are the Gateway's `default_collector_servers`.
+- `new_token` never starts with "-": typed after `--token` it is a value, not a flag.
+- The synth's `concurrency` defaults to the cores this process may use (the container's, not the
+  node's); the gateway serves clips from the `clip_dir` the synth writes (default `<data_dir>/clips`).
 """
 
 from __future__ import annotations
@@ -224,6 +245,15 @@ def _scoped(name: str, entry: str | dict) -> tuple[str, tuple[str, ...]]:
     return entry["token"], tuple(entry.get("servers") or (name,))
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Secrets on disk, readable by their owner only from the first byte (never chmod after)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a file that existed keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
 class Secrets:
     """The instance's secrets, from the environment or `<data_dir>/secrets.json` (made on first use)."""
 
@@ -248,9 +278,7 @@ class Secrets:
             raise RuntimeError(f"missing secrets in production: {', '.join(missing)}")
         if missing:
             stored.update({n: new_token() for n in missing})
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(stored, indent=2))
-            self.path.chmod(0o600)
+            _write_private(self.path, json.dumps(stored, indent=2))
         values = {n: environ.get(f"METABGM_{n.upper()}") or stored[n] for n in names}
         weak = [n for n, v in values.items() if v.lower() in INSECURE or len(v) < 16]
         if weak:
@@ -297,9 +325,7 @@ class Secrets:
         stored = json.loads(self.collectors_path.read_text()) if self.collectors_path.exists() else {}
         token, bound = _scoped(name, stored[name]) if name in stored else (new_token(), ())
         stored[name] = {"token": token, "servers": sorted(set(servers)) if servers else list(bound or (name,))}
-        self.collectors_path.parent.mkdir(parents=True, exist_ok=True)
-        self.collectors_path.write_text(json.dumps(stored, indent=2))
-        self.collectors_path.chmod(0o600)
+        _write_private(self.collectors_path, json.dumps(stored, indent=2))
         return token
 
     @property

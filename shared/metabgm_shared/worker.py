@@ -4,6 +4,38 @@ stages, staleness, error containment, heartbeats, liveness and the metrics endpo
 A stage is a function `Job -> Job | None`. The wrapper guarantees that whatever the function
 does (returns, raises, or the job is stale) the player's turn is handed on, so no player is ever
 left waiting on a job that will not finish, and no bad job takes the worker down.
+
+Rules:
+- Hand-off: ingest (the entry stage) hands a scene change to the ladder (`Pipeline.dispatch`);
+  every other stage sends its result to the next stage of the job's own route (`next_stage`; a skip,
+  already narrated, skips the narrator: `entry`). A job that ends is finished (`Pipeline.finish`):
+  an LLM rung's job releases the player's turn and starts the newest parked scene that is not stale.
+- Containment: a stage's exception is logged, counted (`metrics.errors`, by stage and exception type)
+  and the job finished undelivered; a malformed payload is dropped (`bad_payload`). Redis away
+  (`REDIS_AWAY`) is not contained: the job is tried again (`REDIS_RETRIES` x `REDIS_RETRY_S`)
+  rather than acknowledged and lost.
+- Staleness: a job reaching a chained stage, or a parked scene released, more than `stale_after_s`
+  after `received_at` is dropped (`stale_dropped`). A job ending without music makes the player's
+  next window count as a first scene (`forget_scene`), unless it is a refinement, a pre-generated
+  scene or an old copy that no longer owns the scene.
+- At least once, heard once: `begin` leases the job to this worker (the `Heartbeat` renews the lease
+  while it runs) and refuses a copy that already ran at this stage (`duplicates`). A lapsed lease
+  (the worker died) comes back through `recover` (`lost_jobs`): sent again at the same stage;
+  finished undelivered if stale, dropped if its turn has passed on.
+- LLM room: a job leaving the LLM stages for its render (`leave_llm`), or an LLM rung's job ending
+  undelivered with no parked scene to start, lets a waiting refinement go (`llm_freed` ->
+  `Ladder.backfill`); a failing backlog is logged, never fails the job that freed the room.
+- Measures: a job a stage runs has its `queue_wait`, `stage_latency` (when it succeeds) and
+  `handoff` observed. The ladder's `Stats` get each stage's work and wait per band, LLM work shared
+  among the scenes in the LLM stages; never from ingest, a pre-generated scene, the prior rung's
+  pass through the describer, or a job that returned nothing or a cached clip.
+- Liveness: a task running past `task_deadline_s` turns /livez 503 (served with /metrics when
+  `metrics_port` is set, at `metrics_host`) and the `watchdog` exits the process (status 70); a
+  consumer taking nothing while its queue holds work for `consumer_stall_s` exits it too (75), as does
+  Celery's worker stopping. Whatever supervises the worker starts it afresh.
+- LLM stages (`serve_llm_stage`): one `llm.Client` per worker keeps `llm_concurrency` calls in
+  flight (vLLM batches them) and names the stage's adapter (`lora_field`) when the embedded server
+  loaded some (`llm_lora_adapters`).
 """
 
 from __future__ import annotations

@@ -44,6 +44,7 @@ DEEP = "[" * 100_000 + "]" * 100_000
         (json.dumps({"windows": [native(player="../../etc")]}).encode(), 422, "player_id"),
         (json.dumps({"windows": [native(biome={"Plains": 101})]}).encode(), 422, "biome"),
         (json.dumps({"windows": [native(extra="x")]}).encode(), 422, "extra"),
+        (json.dumps({"windows": [native(end=1e300)]}).encode(), 422, "end"),  # would outlive every later window
         (json.dumps({"windows": ["a window"]}).encode(), 422, "window 0"),
         (b'{"windows": [{"server_id": "s1", "player_id": "a", "hostile_total": 1e999}]}', 400, "out of range"),
     ],

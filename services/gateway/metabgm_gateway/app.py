@@ -1,4 +1,24 @@
-"""The gateway app: settings in, clients created in the lifespan, routers included."""
+"""The gateway app: settings in, clients created in the lifespan, routers included.
+
+Rules:
+- Secrets are read when the app is created (`Secrets.values`): a secret missing in production, or
+  a weak one, stops the gateway at start-up, not at the first request.
+- Every client is made once, in the lifespan, and shared through `deps.Services`: one Redis client
+  on a bounded pool (`redis_client`: `redis_pool_size` connections, each waited for up to
+  `redis_pool_wait_s`, socket timeouts `redis_timeout_s`), the pub/sub `Relay`, Celery, the listen
+  `Links`, the rate-limit `Buckets` and the collectors' `Quota`. When the app stops, the relay is
+  stopped and the Redis client closed.
+- The API schema and its console (`/openapi.json`, `/docs`) exist only with `api_docs`
+  (`METABGM_API_DOCS=true`): they are not for players. ReDoc is never served.
+- A request FastAPI's own validation refuses is a 422 whose detail says what was wrong
+  (`describe_errors`), counted as `rejected` ("validation").
+- Redis or the broker unreachable (`RedisError`, kombu's `OperationalError`) is a 503 with
+  `Retry-After: 5`, counted as `errors` ("gateway", "broker"): the client is told to keep its data
+  and retry. On the mod's paths (`mod.is_mod_path`) it comes in the mod's own shape,
+  `{"state": 0, "data": ...}`; elsewhere as `{"detail": ...}`.
+- `EdgeGuards` (guards.py, with `allowed_hosts`) is added last, so it wraps every route, the
+  static files under `/static` and the sockets.
+"""
 
 from __future__ import annotations
 

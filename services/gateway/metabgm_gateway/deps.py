@@ -1,4 +1,25 @@
-"""What handlers need, created once in the lifespan and injected with `Depends`."""
+"""What handlers need, created once in the lifespan and injected with `Depends`.
+
+Rules:
+- One `Services` per app, built in the lifespan (app.py) and kept on `app.state`; handlers get it
+  through `ServicesDep`. Nothing in it is made per request.
+- A listen token (`Links`) is signed with `link_secret` (salt "listen") and names one server and one
+  player. It carries its own timestamp: `verify` applies `link_ttl_s` when the token is checked, and
+  an expired or forged token is a `LinkError` with a message for the player ("link expired: ask the
+  server for a new one", "invalid link").
+- `accept` / `accept_many` is how a window enters the pipeline. Each becomes a `Job` with its
+  collector and a fair rank (`fair.ranks` reads the quota's count, so `Quota.take` must have counted
+  the batch first). Every message is serialized before any is sent: one that cannot be leaves no
+  trace. The batch goes to the `ingest` queue in one `send_many` (in a thread, off the event loop),
+  then one "window" event per window (the mod's raw body when given) is published on its player's
+  channel, in one Redis round trip.
+- An accepted batch counts `windows` (by source), `deprioritized` (by collector) for the windows
+  ranked behind (rank > 0), and `stage_latency` ("gateway") once per job.
+- `players` reaches player state through the same operations the workers use (`AsyncPlayers`,
+  with `inflight_lease_s` and `player_ttl_s`).
+- `seen` notes when a collector (`collector:<name>`) or a mod player (`mod:<name>`) last sent, for
+  the `collectors` gauge; /metrics (routes/ops.py) forgets those silent for 60 s.
+"""
 
 from __future__ import annotations
 

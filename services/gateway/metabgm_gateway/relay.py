@@ -1,9 +1,19 @@
 """Fan-out of player events to the sockets this replica holds.
 
-Every replica subscribes, through one Redis pub/sub connection, to the channels of the players
-whose sockets it holds, and nothing else: an event reaches exactly the replica (and socket) of
-its own player, whichever replica or worker published it. A replica holds at most
-`SOCKETS_PER_CHANNEL` sockets on one channel (one player's tabs and devices); the routes refuse more.
+Rules:
+- Every replica subscribes, through one Redis pub/sub connection, to the channels of the players
+  whose sockets it holds, and nothing else: an event reaches exactly the replica (and socket) of
+  its own player, whichever replica or worker published it. `IDLE_CHANNEL` is subscribed from
+  `start`, so the connection keeps listening while no socket is open.
+- A channel is subscribed when its first socket opens (`listen`) and unsubscribed when its last
+  one closes. A socket is registered before the subscribe is awaited, so a socket of the same
+  player leaving meanwhile sees it and keeps the subscription.
+- Every socket on a channel gets every event, each through its own queue. A replica holds at most
+  `SOCKETS_PER_CHANNEL` sockets on one channel (one player's tabs and devices); the routes refuse
+  more (they ask `sockets`).
+- A socket's queue holds at most 256 events; while it is full, further events for it are dropped,
+  so a stalled socket cannot grow the replica's memory.
+- A failed pub/sub read is logged and retried a second later: the pump runs until `stop`.
 """
 
 from __future__ import annotations

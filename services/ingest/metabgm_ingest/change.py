@@ -1,10 +1,21 @@
 """Does the music have to change? A significance score with hysteresis.
 
-The score compares the scene the music was made for (`accepted`) with the new one. Each
-difference adds its weight, capped at 1.0. Urgent differences pass at once: entering combat,
-changing dimension, dropping to near death. Anything else must reach `threshold` and then hold
-for `confirm_windows` consecutive windows and `min_dwell_s` since the last change, so a flicker
-in and out of combat or a walk along a biome border does not thrash the music.
+Rules:
+- The score compares the scene the music was made for (`accepted`) with the new one. Each
+  difference adds its weight, capped at 1.0: mode 0.6, biome 0.5, time of day 0.5 when it crosses
+  into or out of the dark (`DARK`) and 0.2 otherwise, weather 0.4, health 0.2, hostiles moving by
+  1 or more 0.2.
+- Urgent differences pass at once, scored 1.0: entering combat, changing dimension, dropping to
+  near death (`NEAR_DEATH`). A player's first scene passes at once too.
+- Anything else must reach `threshold` and then hold for `confirm_windows` consecutive windows and
+  `min_dwell_s` since the last change, so a flicker in and out of combat or a walk along a biome
+  border does not thrash the music. Consecutive means the same `signature` (mode, dimension, biome,
+  time of day, weather, health): another candidate starts the count again.
+- A window back below `threshold` (nearly what the music was made for) forgets any pending change.
+- A change makes the new scene `accepted` (at `now`) and clears the candidate. `decide` is a pure
+  function of (state, scene, now): it returns the new state and never mutates the one it is given.
+  Ingest (stage.py) stores it and passes its settings `change_threshold`, `confirm_windows` and
+  `min_dwell_s`.
 """
 
 from __future__ import annotations

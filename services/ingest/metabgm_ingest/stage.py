@@ -1,6 +1,24 @@
 """The ingest stage: characterize a window and decide whether the player's music must change; a
 window that changes nothing may still tell what comes next (`anticipate`), which the ladder
-pre-generates while the synth has room."""
+pre-generates while the synth has room.
+
+Rules:
+- Every window is characterized (`characterize`, with `max_features`) and judged by the change
+  detector (change.py). Only a change goes on: the job, with its `scene` and `decision`, is handed
+  to the ladder. A window that changes nothing ends here.
+- A player's windows are judged in arrival order (`Job.received_at`), though workers take them in
+  parallel: a window older than the newest one judged (`ChangeState.seen_at`) is old news, dropped
+  and counted as `stale_dropped` ("overtaken").
+- The detector's memory is compare-and-set (`change_as_read`, `swap_change`): read, judge, and
+  write only if still as read, the verdict published as a "scene" event with the write. A window of
+  the same player judged meanwhile makes this one read and judge again, up to `JUDGE_TRIES` times;
+  past that it is an error, never a verdict on a memory that changed under it.
+- Every verdict, changed or not, is published and counted (`decisions`).
+- Pre-generation is asked only for a window that changes nothing, and only while the ladder has
+  room (pre-generation on and the synth queue empty; asked first, since under load most windows
+  stop there). An anticipated scene is sent only when its mode, biome or time of day differs from
+  the current one.
+"""
 
 from __future__ import annotations
 

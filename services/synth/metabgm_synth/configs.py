@@ -1,8 +1,17 @@
 """MusicGen architectures by name, for randomly initialised models (benchmarks, tests).
 
-"small" and "medium" match the published facebook/musicgen-{small,medium} shapes (T5-base text
-encoder, 32 kHz EnCodec with four codebooks); "tiny" is the same structure shrunk to run on a CPU
-in well under a second.
+Rules:
+- `architecture` returns a config only: the caller builds the model from it with random weights
+  (`MusicgenForConditionalGeneration(config)`), so nothing is downloaded. bench/musicgen_gpu.py
+  times "small" and "medium"; the synth's MusicGen tests run "tiny".
+- "small" and "medium" match the published facebook/musicgen-{small,medium} shapes (T5-base text
+  encoder, 32 kHz EnCodec with four codebooks of 2048 codes); their decoders' sizes are `DECODERS`.
+- "tiny" is the same structure shrunk to run on a CPU in well under a second: a one-layer text
+  encoder, a 16 kHz EnCodec with four codebooks of 1024 codes, a two-layer decoder of width 32.
+- The decoder's vocabulary is the codebook size; its pad and BOS token is the id just past it.
+- `vocab_size` is the text encoder's vocabulary: T5's 32128 by default; a test passes its own
+  tokenizer's size.
+- A name not in `DECODERS` is a KeyError.
 """
 
 from __future__ import annotations

@@ -1,7 +1,26 @@
-"""Liveness, health and metrics."""
+"""Liveness, health and metrics.
+
+Rules:
+- `/livez` is liveness: the event loop answers. It touches nothing else, Redis least of all, so a
+  slow or blackholed Redis never gets a gateway restarted (and its listeners cut off).
+- `/healthz` is 200 only while players get music: Redis answers and every stage in
+  `required_stages` has a live worker that makes progress (`stage_health`; stalled after
+  `stage_stall_s`); else 503, saying which stage and why, or that Redis is unreachable (the
+  error's kind only: its text, with hosts and ports, goes to the log; the route is public).
+  `metabgm status` reads it.
+- `/metrics` is the operator's (`operator_only`: `METABGM_METRICS_ALLOW`). Gauges of shared state
+  are read from Redis at scrape time: queue depths per queue and per band, `inflight` (players in
+  the LLM stages), live mod players, restarts, live workers per stage and whether each stage is
+  stalled (what /healthz judges, for the alert rules: Prometheus scrapes /metrics, never /healthz).
+- A scrape is answered even when Redis is not: the failure counts `errors` ("gateway", "redis")
+  and the gauges not read this time keep their last values.
+- `collectors` ("mod", "collector") counts the senders this replica saw in the last 60 s; every
+  mod player counts as a collector of its own (the seed mod runs in each player's client).
+"""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from dataclasses import asdict
@@ -18,6 +37,7 @@ from metabgm_shared.state import HEARTBEATS, INFLIGHT, MOD_PLAYERS
 from ..deps import ServicesDep
 from ..guards import operator_only
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["ops"])
 
 
@@ -36,8 +56,9 @@ async def healthz(svc: ServicesDep) -> JSONResponse:
     try:
         await svc.redis.ping()
         stages = await svc.players.stage_health(required, svc.settings.stage_stall_s)
-    except Exception as exc:
-        return JSONResponse({"ok": False, "redis": f"unreachable: {exc}"}, status_code=503)
+    except Exception as exc:  # the details (hosts, ports) go to the log, not to whoever asks
+        log.warning("healthz: Redis unreachable: %s", exc)
+        return JSONResponse({"ok": False, "redis": f"unreachable ({type(exc).__name__})"}, status_code=503)
     for stage, health in stages.items():
         metrics.stage_stalled.labels(stage).set(int(health.stalled))
     ok = all(h.ok for h in stages.values())
