@@ -12,7 +12,8 @@ Rules:
   the batch first). Every message is serialized before any is sent: one that cannot be leaves no
   trace. The batch goes to the `ingest` queue in one `send_many` (in a thread, off the event loop),
   then one "window" event per window (the mod's raw body when given) is published on its player's
-  channel, in one Redis round trip.
+  channel, in one Redis round trip. Once the batch is queued it is accepted: an event that cannot
+  be published is counted (`errors` "gateway", "redis") and logged, never a 503.
 - An accepted batch counts `windows` (by source), `deprioritized` (by collector) for the windows
   ranked behind (rank > 0), and `stage_latency` ("gateway") once per job.
 - `players` reaches player state through the same operations the workers use (`AsyncPlayers`,
@@ -23,6 +24,7 @@ Rules:
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -32,6 +34,7 @@ import redis.asyncio as aioredis
 from celery import Celery
 from fastapi import Depends, Request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from redis.exceptions import RedisError
 
 from metabgm_shared import fair, metrics
 from metabgm_shared.contracts import Event, Job, SceneWindow
@@ -42,6 +45,8 @@ from metabgm_shared.state import AsyncPlayers, channel, player_key
 
 from .ratelimit import Buckets
 from .relay import Relay
+
+log = logging.getLogger(__name__)
 
 
 class LinkError(Exception):
@@ -104,10 +109,7 @@ class Services:
         events = [(channel(player_key(w.server_id, w.player_id)), _window_event(w, raw, job.job_id))
                   for (w, raw), job in zip(windows, jobs, strict=True)]  # fmt: skip
         await anyio.to_thread.run_sync(_send_all, self.celery, payloads)
-        pipe = self.redis.pipeline(transaction=False)
-        for chan, event in events:
-            pipe.publish(chan, event)
-        await pipe.execute()
+        await self._publish(events)
         metrics.windows.labels(source).inc(len(jobs))
         behind = sum(r > 0 for r in ranks)
         if behind:
@@ -116,6 +118,18 @@ class Services:
         for _ in jobs:
             metrics.stage_latency.labels("gateway").observe(elapsed)
         return jobs
+
+    async def _publish(self, events: list[tuple[str, str]]) -> None:
+        """The "window" events, once the jobs are queued: best effort, as they tell listeners what
+        was accepted (a failure here must not turn accepted windows into a 503 to send again)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for chan, event in events:
+            pipe.publish(chan, event)
+        try:
+            await pipe.execute()
+        except RedisError as exc:
+            metrics.errors.labels("gateway", "redis").inc()
+            log.warning("window events not published: %s", exc)
 
     @property
     def players(self) -> AsyncPlayers:

@@ -104,26 +104,29 @@ def _validate(svc: Services, who: str, items: list) -> tuple[list[tuple[int, Sce
     return valid, rejected
 
 
-async def _admit(svc: Services, who: str, valid: list[tuple[int, SceneWindow]], rejected: list[dict]) -> list:
-    """Quota, then replay: what is left of `valid` goes on."""
+async def _admit(
+    svc: Services, who: str, valid: list[tuple[int, SceneWindow]], rejected: list[dict]
+) -> tuple[list[tuple[int, SceneWindow]], list[replay.Mark]]:
+    """Quota, then replay: what is left of `valid` goes on, with the replay marks it made."""
     now = time.time()
     over = await svc.quota.take(svc.redis, who, [f"{w.server_id}:{w.player_id}" for _, w in valid], now)
     rejected += [{"index": i, "error": why, "status": 429} for (i, _), why in zip(valid, over, strict=True) if why]
     valid = [iw for iw, why in zip(valid, over, strict=True) if why is None]
+    await replay.prune(svc.redis, now)  # before marking: nothing may fail between the marks and `held`
     timed = [(i, w) for i, w in valid if w.end is not None]
-    fresh = await replay.fresh_ends(svc.redis, [(f"{w.server_id}:{w.player_id}", w.end) for _, w in timed])
-    stale = {i for (i, _), ok in zip(timed, fresh, strict=True) if not ok}
+    marks = await replay.fresh_ends(svc.redis, [(f"{w.server_id}:{w.player_id}", w.end) for _, w in timed])
+    stale = {i for (i, _), mark in zip(timed, marks, strict=True) if mark is None}
     rejected += [{"index": i, "error": "end: not after the player's last window (replayed or out of order)",
                   "status": 409} for i in sorted(stale)]  # fmt: skip
-    await replay.prune(svc.redis, now)
-    return [(i, w) for i, w in valid if i not in stale]
+    return [(i, w) for i, w in valid if i not in stale], [m for m in marks if m is not None]
 
 
 @router.post("/windows")
 async def post_windows(request: Request, svc: ServicesDep, who: CollectorDep) -> dict:
     valid, rejected = _validate(svc, who, await _batch(request, svc))
-    valid = await _admit(svc, who, valid, rejected) if valid else []
-    jobs = await svc.accept_many([(window, None) for _, window in valid], "collector", collector=who) if valid else []
+    valid, marks = await _admit(svc, who, valid, rejected) if valid else ([], [])
+    async with replay.held(svc.redis, marks):  # a 503 from here on queued nothing: the retry is no replay
+        jobs = await svc.accept_many([(w, None) for _, w in valid], "collector", collector=who) if valid else []
     accepted = [{"index": i, "job_id": job.job_id} for (i, _), job in zip(valid, jobs, strict=True)]
     rejected.sort(key=lambda r: r["index"])
     for reason in ("window", "tenant", "quota", "replay"):

@@ -111,17 +111,20 @@ async def add_player(request: Request, svc: Services, key: str | None) -> JSONRe
 
 async def add_player_data(request: Request, svc: Services, key: str | None) -> JSONResponse:
     try:
-        window, name, raw = await _window(request, svc, key)
+        window, name, raw, mark = await _window(request, svc, key)
     except BadInput as exc:
         metrics.rejected.labels("mod").inc()
         return reply(exc.detail, exc.status_code)
-    await _touch(svc, name)
-    svc.seen(f"mod:{name}")
-    job = await svc.accept(window, "mod", collector=mod_collector(window.server_id), raw=raw)
+    async with replay.held(svc.redis, [mark] if mark else []):  # a 503 queued nothing: the mod may send it again
+        await _touch(svc, name)
+        svc.seen(f"mod:{name}")
+        job = await svc.accept(window, "mod", collector=mod_collector(window.server_id), raw=raw)
     return reply({"job_id": job.job_id})
 
 
-async def _window(request: Request, svc: Services, key: str | None) -> tuple[SceneWindow, str, dict]:
+async def _window(
+    request: Request, svc: Services, key: str | None
+) -> tuple[SceneWindow, str, dict, replay.Mark | None]:
     """Every check a mod window must pass, in order; nothing is queued until all have passed."""
     body, name = await _player(request, svc, key)
     slot = _slot(svc, name)
@@ -143,9 +146,12 @@ async def _window(request: Request, svc: Services, key: str | None) -> tuple[Sce
     if over[0] is not None:
         metrics.rejected.labels("quota").inc()
         raise BadInput(429, over[0])
-    if "Index" in body["Data"] and not await replay.fresh_index(svc.redis, slot, window.index):
-        raise BadInput(409, f"Data.Index: window {window.index} was already sent (replayed or out of order)")
-    return window, name, body["Data"]
+    mark = None
+    if "Index" in body["Data"]:
+        mark = await replay.fresh_index(svc.redis, slot, window.index)
+        if mark is None:
+            raise BadInput(409, f"Data.Index: window {window.index} was already sent (replayed or out of order)")
+    return window, name, body["Data"], mark
 
 
 async def remove_player(request: Request, svc: Services, key: str | None) -> JSONResponse:
