@@ -13,7 +13,8 @@ Rules:
 - Containment: a stage's exception is logged, counted (`metrics.errors`, by stage and exception type)
   and the job finished undelivered; a malformed payload is dropped (`bad_payload`). Redis away
   (`REDIS_AWAY`) is not contained: the job is tried again (`REDIS_RETRIES` x `REDIS_RETRY_S`)
-  rather than acknowledged and lost.
+  rather than acknowledged and lost; a run it cut short keeps its lease and is not marked done,
+  so the next try runs it (it is no copy that already ran).
 - Staleness: a job reaching a chained stage, or a parked scene released, more than `stale_after_s`
   after `received_at` is dropped (`stale_dropped`). A job ending without music makes the player's
   next window count as a first scene (`forget_scene`), unless it is a refinement, a pre-generated
@@ -68,7 +69,8 @@ from .state import Heartbeat, Players
 log = logging.getLogger(__name__)
 
 Stage = Callable[[Job], Job | None]
-# A job that meets Redis away (restarting) is tried again for up to 30 s rather than dropped.
+# A job that meets Redis away (restarting) is tried again, 60 times half a second apart (each try
+# may itself wait `redis_timeout_s`), rather than dropped; `task_deadline_s` bounds it all.
 REDIS_AWAY = (redis.ConnectionError, redis.TimeoutError)
 REDIS_RETRIES, REDIS_RETRY_S = 60, 0.5
 
@@ -185,15 +187,22 @@ class Pipeline:
 
     @contextlib.contextmanager
     def running(self, stage: str, job: Job) -> Iterator[None]:
-        """The job `begin` leased, while it runs: the heartbeat renews its lease until it ends."""
+        """The job `begin` leased, while it runs: the heartbeat renews its lease until it ends. A
+        run cut short by Redis going away has not ended: it keeps its lease and is not marked done,
+        so `run_stage`'s next attempt may lease and run it (or, should this worker die, recovery)."""
         if self.tracker is not None:
             self.tracker.hold(stage, job)
+        ended = True
         try:
             yield
+        except REDIS_AWAY:
+            ended = False
+            raise
         finally:
             if self.tracker is not None:
                 self.tracker.drop(stage, job)
-            self.players.end_job(stage, job)
+            if ended:
+                self.players.end_job(stage, job)
 
 
 def run_stage(pipeline: Pipeline, stage: str, fn: Stage, payload: dict) -> None:

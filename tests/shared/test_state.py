@@ -339,6 +339,24 @@ def test_a_stage_with_an_old_running_job_is_stalled(redis_url):
     assert health["narrate"].stalled and not health["narrate"].ok and health["synth"].ok
 
 
+def test_a_job_cut_short_by_redis_going_away_runs_again_not_counted_as_ran(pipeline, players):
+    """A Redis timeout mid-stage (an fsync stall) with Redis answering again by the retry: the job
+    is run again and handed on, not taken for a copy that already ran (and its player left held)."""
+    first = job(1)
+    players.admit(first)
+    ran: list[str] = []
+
+    def flaky(j):
+        ran.append(j.job_id)
+        if len(ran) == 1:
+            raise redis.TimeoutError("Timeout reading from socket")
+        return j
+
+    run_stage(pipeline, "narrate", flaky, first.model_dump(mode="json"))
+    assert ran == [first.job_id, first.job_id]
+    assert depth(players.r, "describe") == 1  # handed on after the retry
+
+
 def test_a_copy_of_a_job_that_already_ran_at_a_stage_is_dropped(pipeline, players):
     """The broker's redelivery, or a lost job's worker that was only stopped: heard once."""
     first = job(1)
