@@ -13,7 +13,7 @@ Rules:
   (`meteor_variant`).
 - A WordNet directory named on purpose that lacks the database (`data.noun`) is an error; none in
   the usual places (`WORDNET_DIRS`) is not. The copy is made once per directory asked for, in a
-  temporary directory removed at exit.
+  private temporary directory removed at exit; only that directory joins nltk's data path.
 - ROUGE-L is rouge-score's F-measure with stemming, averaged over segments.
 - `score` takes one reference per hypothesis (a count mismatch is a ValueError) and returns bleu1 to
   bleu4, meteor and rouge_l, rounded to 2 decimals.
@@ -68,13 +68,15 @@ def wordnet(directory: str | None = None):
             return None  # the mapping only serves other languages' wordnets
 
     src = Path(found[0]).resolve()
-    root = Path(tempfile.mkdtemp(prefix="metabgm-wordnet-"))
-    atexit.register(shutil.rmtree, root, True)
+    base = Path(tempfile.mkdtemp(prefix="metabgm-nltk-"))  # private (0700): all nltk may search in
+    atexit.register(shutil.rmtree, base, True)
+    root = base / "wordnet"
+    root.mkdir()
     for f in src.iterdir():  # copied: nltk refuses files that resolve outside its root
         shutil.copy(f, root / f.name)
     if not (root / "lexnames").exists():
         (root / "lexnames").write_text("".join(f"{i:02d}\t{n.replace(' ', chr(9))}\n" for i, n in enumerate(LEXNAMES)))
-    nltk.data.path.insert(0, str(root.parent))  # nltk only opens corpora under its data path
+    nltk.data.path.insert(0, str(base))  # nltk only opens corpora under its data path; never /tmp itself
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "multilingual functions are not available": not needed
         return Reader(FileSystemPathPointer(str(root)), None)

@@ -242,7 +242,10 @@ def _scoped(name: str, entry: str | dict) -> tuple[str, tuple[str, ...]]:
     """A collectors.json entry: `{"token": ..., "servers": [...]}`, or a bare token (bound to `name`)."""
     if isinstance(entry, str):
         return entry, (name,)
-    return entry["token"], tuple(entry.get("servers") or (name,))
+    servers = entry.get("servers") if isinstance(entry, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("token"), str) or not isinstance(servers or [], list):
+        raise RuntimeError(f'collectors.json: {name}: expected a token or {{"token": "...", "servers": [...]}}')
+    return entry["token"], tuple(servers or (name,))
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -305,6 +308,8 @@ class Secrets:
             for pair in env.split(","):
                 name, _, rest = pair.partition(":")
                 token, _, servers = rest.partition(":")
+                if token and not name:
+                    raise RuntimeError("METABGM_COLLECTOR_TOKENS: a token without a name (name:token[:servers])")
                 if token:
                     named[name] = (token, tuple(s for s in servers.split("|") if s) or (name,))
             weak = [n for n, (t, _) in named.items() if len(t) < 16]

@@ -1,7 +1,10 @@
 """Secrets on disk are their owner's alone from the moment they are written."""
 
+import json
 import os
 import stat
+
+import pytest
 
 from metabgm_shared.settings import Secrets
 
@@ -25,3 +28,15 @@ def test_secret_files_are_private_whatever_the_umask(tmp_path, monkeypatch):
     secrets.add_collector("alpha", ("s1",))
     assert mode(secrets.collectors_path) == 0o600
     assert secrets.collector_servers("alpha") == ("s1",)
+
+
+def test_a_malformed_collector_list_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("METABGM_COLLECTOR_TOKENS", raising=False)
+    secrets = Secrets(tmp_path)
+    secrets.collectors_path.write_text(json.dumps({"alpha": {"servers": ["s1"]}}))  # no token
+    with pytest.raises(RuntimeError, match="collectors.json: alpha"):
+        secrets.collectors()
+    secrets.collectors_path.unlink()
+    monkeypatch.setenv("METABGM_COLLECTOR_TOKENS", ":" + "t" * 20)  # a token with no name
+    with pytest.raises(RuntimeError, match="without a name"):
+        Secrets(tmp_path).collectors()

@@ -19,13 +19,15 @@ Rules:
 - `players` reaches player state through the same operations the workers use (`AsyncPlayers`,
   with `inflight_lease_s` and `player_ttl_s`).
 - `seen` notes when a collector (`collector:<name>`) or a mod player (`mod:<name>`) last sent, for
-  the `collectors` gauge; /metrics (routes/ops.py) forgets those silent for 60 s.
+  the `collectors` gauge (`live_collectors`, read by /metrics): those silent for 60 s are forgotten,
+  and at most `SEEN_MAX` are remembered however long /metrics goes unscraped.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -47,6 +49,8 @@ from .ratelimit import Buckets
 from .relay import Relay
 
 log = logging.getLogger(__name__)
+SEEN_FOR_S = 60.0  # a sender counts as live this long after its last window
+SEEN_MAX = 10_000  # senders remembered at most, between scrapes
 
 
 class LinkError(Exception):
@@ -90,7 +94,7 @@ class Services:
     links: Links
     buckets: Buckets
     quota: Quota
-    collectors_seen: dict[str, float] = field(default_factory=dict)
+    collectors_seen: dict[str, float] = field(default_factory=dict)  # `seen`'s own: sender -> when
 
     async def accept(self, window: SceneWindow, source: str, *, collector: str, raw: dict | None = None) -> Job:
         """Hand one valid window to the pipeline and to anyone listening for raw windows."""
@@ -137,7 +141,23 @@ class Services:
         return AsyncPlayers(self.redis, self.settings.inflight_lease_s, self.settings.player_ttl_s)
 
     def seen(self, collector: str) -> None:
-        self.collectors_seen[collector] = time.time()
+        """`collector` ("collector:<name>" or "mod:<name>") sent now. Past `SEEN_MAX` names the ones
+        not seen for `SEEN_FOR_S` go, then the oldest: mod player names are anyone's to make up."""
+        now = time.time()
+        self.collectors_seen[collector] = now
+        if len(self.collectors_seen) > SEEN_MAX:
+            self._forget_seen(now)
+            if len(self.collectors_seen) > SEEN_MAX // 2:
+                newest = sorted(self.collectors_seen.items(), key=lambda kv: kv[1])[-(SEEN_MAX // 2) :]
+                self.collectors_seen = dict(newest)
+
+    def live_collectors(self) -> Counter:
+        """Senders seen in the last `SEEN_FOR_S`, by kind ("mod", "collector")."""
+        self._forget_seen(time.time())
+        return Counter(k.split(":", 1)[0] for k in self.collectors_seen)
+
+    def _forget_seen(self, now: float) -> None:
+        self.collectors_seen = {k: t for k, t in self.collectors_seen.items() if now - t < SEEN_FOR_S}
 
 
 def _window_event(window: SceneWindow, raw: dict | None, job_id: str) -> str:

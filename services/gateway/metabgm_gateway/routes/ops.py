@@ -90,8 +90,7 @@ async def prometheus(svc: ServicesDep) -> Response:
     except Exception:
         metrics.errors.labels("gateway", "redis").inc()
     # The seed mod runs in each player's client, so every mod sender is a collector of its own.
-    now = time.time()
-    svc.collectors_seen = {k: t for k, t in svc.collectors_seen.items() if now - t < 60}
+    live = svc.live_collectors()
     for kind in ("mod", "collector"):
-        metrics.collectors.labels(kind).set(sum(k.startswith(kind) for k in svc.collectors_seen))
+        metrics.collectors.labels(kind).set(live[kind])
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
