@@ -11,8 +11,9 @@ Rules:
 - Every socket on a channel gets every event, each through its own queue. A replica holds at most
   `SOCKETS_PER_CHANNEL` sockets on one channel (one player's tabs and devices); the routes refuse
   more (they ask `sockets`).
-- A socket's queue holds at most 256 events; while it is full, further events for it are dropped,
-  so a stalled socket cannot grow the replica's memory.
+- A socket's queue holds at most `QUEUE_MAX` events; when it is full the oldest is dropped for the
+  newest (`offer`): a stalled socket cannot grow the replica's memory, and a page that catches up
+  shows what plays now, not what played a while ago.
 - A failed pub/sub read is logged and retried a second later: the pump runs until `stop`.
 """
 
@@ -30,6 +31,14 @@ from metabgm_shared.state import IDLE_CHANNEL
 
 log = logging.getLogger(__name__)
 SOCKETS_PER_CHANNEL = 8
+QUEUE_MAX = 256  # events held for one socket
+
+
+def offer(queue: asyncio.Queue, event: str) -> None:
+    """An event for one socket; a full queue (a stalled socket) drops its oldest."""
+    if queue.qsize() >= QUEUE_MAX:
+        queue.get_nowait()
+    queue.put_nowait(event)
 
 
 class Relay:
@@ -61,8 +70,7 @@ class Relay:
             if msg is None:
                 continue
             for queue in list(self.listeners.get(msg["channel"].decode(), ())):
-                if queue.qsize() < 256:  # a stalled socket loses old events, not the replica's memory
-                    queue.put_nowait(msg["data"].decode())
+                offer(queue, msg["data"].decode())
 
     def sockets(self, chan: str) -> int:
         """How many sockets this replica holds on a channel."""
