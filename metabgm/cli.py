@@ -105,9 +105,9 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_mod_url(args: argparse.Namespace) -> int:
-    if not args.player and not args.shared:
+    if bool(args.player) == bool(args.shared):
         print("error: --player NAME (a URL for that player only), or --shared (every player's, off unless "
-              "METABGM_MOD_SHARED_KEY=true)", file=sys.stderr)  # fmt: skip
+              "METABGM_MOD_SHARED_KEY=true): one of them", file=sys.stderr)  # fmt: skip
         return 2
     if args.player and not IDENT_RE.match(args.player):
         print(f"error: {args.player!r} is not 1-64 letters, digits, '_', '.', '-'", file=sys.stderr)

@@ -17,3 +17,9 @@ def test_mod_url_and_link_use_the_public_url(tmp_path):
         data_dir = str(stack.data_dir)
         assert run("mod-url", "--player", "alex", "--data-dir", data_dir).startswith(f"{public}/mod/alex~")
         assert run("link", "alex", "--data-dir", data_dir).startswith(f"{public}/listen/")
+
+
+def test_mod_url_takes_a_player_or_shared_not_both(tmp_path):
+    both = subprocess.run([sys.executable, "-m", "metabgm.cli", "mod-url", "--player", "alex", "--shared",
+                           "--data-dir", str(tmp_path)], capture_output=True, text=True)  # fmt: skip
+    assert both.returncode == 2 and "one of them" in both.stderr  # not a per-player URL that says nothing of --shared

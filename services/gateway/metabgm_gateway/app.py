@@ -7,7 +7,7 @@ Rules:
   on a bounded pool (`redis_client`: `redis_pool_size` connections, each waited for up to
   `redis_pool_wait_s`, socket timeouts `redis_timeout_s`), the pub/sub `Relay`, Celery, the listen
   `Links`, the rate-limit `Buckets` and the collectors' `Quota`. When the app stops, the relay is
-  stopped and the Redis client closed.
+  stopped and the Redis client and Celery's broker connections closed.
 - The API schema and its console (`/openapi.json`, `/docs`) exist only with `api_docs`
   (`METABGM_API_DOCS=true`): they are not for players. ReDoc is never served.
 - A request FastAPI's own validation refuses is a 422 whose detail says what was wrong
@@ -67,12 +67,13 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
         client = redis_client(settings)
         relay = Relay(client)
         await relay.start()
+        celery = make_celery(settings.redis_url, timeout_s=timeout)
         app.state.services = Services(
             settings=settings,
             secrets=secrets,
             redis=client,
             relay=relay,
-            celery=make_celery(settings.redis_url, timeout_s=timeout),
+            celery=celery,
             links=Links.from_secret(secrets.link_secret, settings.link_ttl_s),
             buckets=Buckets(settings.collector_rate_per_s, settings.collector_burst),
             quota=Quota(settings.collector_windows_per_min, settings.collector_new_players_per_min),
@@ -80,6 +81,7 @@ def create_app(settings: Gateway, secrets: Secrets | None = None) -> FastAPI:
         yield
         await relay.stop()
         await client.aclose()
+        celery.close()  # the broker connections of its producer pool
 
     docs = settings.api_docs  # off by default: the schema and its console are not for players
     app = FastAPI(
