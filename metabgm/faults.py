@@ -298,7 +298,9 @@ def stall_llm(up: Up, seconds: float, kill: bool = False) -> dict:
             up.signal("llm", signal.SIGCONT)
     back_s = up.back("llm", old, 120) if kill else 0.0
     resumed_at = time.time()
-    llm_again = _wait(lambda: _described_by_llm(up, up.play()), 60)
+    # Usually seconds; up to `inflight_lease_s` (120 s) when an earlier fault on this stack left a
+    # scene's LLM slot held: the lease frees it then. It once took over 60 s in CI.
+    llm_again = _wait(lambda: _described_by_llm(up, up.play()), 130)
     return {"fault": f"LLM server {'killed' if kill else 'stopped (SIGSTOP)'} {seconds:.0f} s", "stack_up": up.alive(),
             "players": len(waits), "silent": sum(w is None for w in waits),
             "music_worst_s": _round(max((w for w in waits if w is not None), default=None)),
