@@ -242,10 +242,9 @@ def _scoped(name: str, entry: str | dict) -> tuple[str, tuple[str, ...]]:
     """A collectors.json entry: `{"token": ..., "servers": [...]}`, or a bare token (bound to `name`)."""
     if isinstance(entry, str):
         return entry, (name,)
-    servers = entry.get("servers") if isinstance(entry, dict) else None
-    if not isinstance(entry, dict) or not isinstance(entry.get("token"), str) or not isinstance(servers or [], list):
-        raise RuntimeError(f'collectors.json: {name}: expected a token or {{"token": "...", "servers": [...]}}')
-    return entry["token"], tuple(servers or (name,))
+    if isinstance(entry, dict) and isinstance(entry.get("token"), str) and isinstance(entry.get("servers") or [], list):
+        return entry["token"], tuple(entry.get("servers") or (name,))
+    raise RuntimeError(f'collectors.json: {name}: expected a token or {{"token": "...", "servers": [...]}}')
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -144,12 +144,11 @@ class Services:
         """`collector` ("collector:<name>" or "mod:<name>") sent now. Past `SEEN_MAX` names the ones
         not seen for `SEEN_FOR_S` go, then the oldest: mod player names are anyone's to make up."""
         now = time.time()
+        self.collectors_seen.pop(collector, None)  # re-inserted: the dict stays in order of last sending
         self.collectors_seen[collector] = now
         if len(self.collectors_seen) > SEEN_MAX:
             self._forget_seen(now)
-            if len(self.collectors_seen) > SEEN_MAX // 2:
-                newest = sorted(self.collectors_seen.items(), key=lambda kv: kv[1])[-(SEEN_MAX // 2) :]
-                self.collectors_seen = dict(newest)
+            self.collectors_seen = dict(list(self.collectors_seen.items())[-(SEEN_MAX // 2) :])
 
     def live_collectors(self) -> Counter:
         """Senders seen in the last `SEEN_FOR_S`, by kind ("mod", "collector")."""
