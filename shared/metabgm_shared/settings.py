@@ -127,6 +127,9 @@ class Narrator(LLM):
     # `narrator_dry_allowed_length` tokens is penalized. vLLM has no DRY: its deployments set 0.
     narrator_dry_multiplier: float = Field(1.2, ge=0, le=10, description="DRY penalty, 0: off (vLLM)")
     narrator_dry_allowed_length: int = Field(2, ge=1, le=16, description="tokens a repeated run may reach unpenalized")
+    # A llama.cpp grammar (GBNF) under which no 4-word run of the recent narratives can be written:
+    # the copies the guard refuses most. vLLM takes grammars another way: its deployments set false.
+    narrator_unrepeated: bool = Field(True, description="bar the recent narratives' 4-word runs (llama.cpp)")
 
     @property
     def lora_id(self) -> int | None:

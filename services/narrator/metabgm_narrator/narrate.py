@@ -10,9 +10,11 @@ Rules:
   the recent narratives, or any word the players wrote), and grounded: it names no mob, biome,
   dimension or weather the scene lacks, no digit and no vocabulary placeholder (`grounding`).
   A refused reply is asked again, sampled, up to `narrator_attempts` replies in all (refusals
-  counted). On llama.cpp the DRY sampler keeps a reply from extending word runs of its prompt
-  (`narrator_dry_multiplier`; 0 on vLLM, which has none). Otherwise, and whenever the LLM is
-  unavailable, a deterministic narrative is built from the scene (source "fallback", counted).
+  counted). On llama.cpp a grammar makes a 4-word run of the recent narratives impossible to
+  write (`unrepeated`, `narrator_unrepeated`) and the DRY sampler keeps a reply from extending
+  word runs of its prompt (`narrator_dry_multiplier`); vLLM's deployments set both off.
+  Otherwise, and whenever the LLM is unavailable, a deterministic narrative is built from the
+  scene (source "fallback", counted).
 - The narrative is pushed to the player's memory with its scene (what a skip describes again) and
   published as a "narrative" event.
 """
@@ -37,7 +39,9 @@ from metabgm_shared.llm import Client, LLMError, Prompt, Reply, clean, data_bloc
 from metabgm_shared.settings import Narrator
 from metabgm_shared.state import Players
 
+from . import unrepeated
 from .grounding import ungrounded
+from .unrepeated import words
 
 NO_RECENT = "(none, this is the start)"
 MAX_CHARS = 320
@@ -45,16 +49,7 @@ RETRY_TEMPERATURE = 0.8  # a refused reply is asked again with sampling, so it i
 DRY_BASE = 1.75  # llama.cpp's default growth of the DRY penalty per token past the allowed length
 DRY_LAST_N = 4096  # the whole prompt (recent narratives included) and the reply
 MAX_SENTENCE_CHARS = 200
-WORD_RE = re.compile(r"[a-z0-9']+")
 SENTENCE_RE = re.compile(r"[^.!?]+[.!?]+")
-
-
-def words(text: str) -> list[str]:
-    return WORD_RE.findall(text.lower())
-
-
-def _grams(ws: list[str], n: int) -> set[tuple[str, ...]]:
-    return {tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)}
 
 
 def guard(
@@ -88,8 +83,7 @@ def guard(
         return None  # not addressed to the player, or a lead-in to something else
     if len(ws) < 3 or len(out) > MAX_CHARS or (len(ws) >= 8 and len(set(ws)) / len(ws) < 0.5):
         return None
-    source = _grams([w for t in inputs for w in [*words(t), "\x00"]], 4)
-    if _grams(ws, 4) & source:
+    if unrepeated.grams(ws) & unrepeated.banned(inputs):
         return None
     known = {w for t in inputs for w in words(t)}
     written = {w for t in player_texts for w in words(t) if len(w) >= 4} - known
@@ -182,16 +176,20 @@ class NarrateStage:
         temperature = max(RETRY_TEMPERATURE, self.settings.llm_temperature)
         retry = {"temperature": temperature, "seed": attempt} if attempt else {}
         return self.client.chat(self.messages(scene, recent), model=self.settings.narrator_model,
-                                max_tokens=self.settings.narrator_max_tokens, stop=["\n"], sampler=self.sampler(),
+                                max_tokens=self.settings.narrator_max_tokens, stop=["\n"], sampler=self.sampler(recent),
                                 **retry)  # fmt: skip
 
-    def sampler(self) -> dict:
-        """llama.cpp's DRY sampler, against copying the recent narratives (none when set to 0)."""
-        s = self.settings
-        if not s.narrator_dry_multiplier:
-            return {}
-        return {"dry_multiplier": s.narrator_dry_multiplier, "dry_base": DRY_BASE,
-                "dry_allowed_length": s.narrator_dry_allowed_length, "dry_penalty_last_n": DRY_LAST_N}  # fmt: skip
+    def sampler(self, recent: list[str] = ()) -> dict:
+        """llama.cpp's own fields against copying: the grammar that bars the recent narratives'
+        4-word runs, and the DRY sampler (none of either where the settings turn them off)."""
+        s, out = self.settings, {}
+        runs = unrepeated.banned(recent) if s.narrator_unrepeated else set()
+        if runs:
+            out["grammar"] = unrepeated.grammar(runs)
+        if s.narrator_dry_multiplier:
+            out |= {"dry_multiplier": s.narrator_dry_multiplier, "dry_base": DRY_BASE,
+                    "dry_allowed_length": s.narrator_dry_allowed_length, "dry_penalty_last_n": DRY_LAST_N}  # fmt: skip
+        return out
 
     def __call__(self, job: Job) -> Job:
         if job.scene is None:
