@@ -4,8 +4,10 @@ Rules:
 - Words are the guard's: runs of letters, digits and apostrophes, compared lowercased; anything
   else separates them. A banned run is 4 consecutive words of one text (runs do not span texts).
 - The grammar is a word automaton (Aho-Corasick over word tuples): its state is the longest tail
-  of the reply's words that begins a banned run, and the one word that would complete a banned
-  run is not offered there. Every other reply, any length, stays possible.
+  of the reply's words that begins a banned run, and a word that would complete a banned run is
+  not offered there, nor any word beginning with it: decoding goes a token at a time, and a model
+  barred from " the" took " the" as the start of another word and glued letters on
+  ("thefoundland"). Every other reply, any length, stays possible.
 - A word of the banned runs is spelled out (either case per letter) and must end at a separator;
   any other word is matched by a trie of those words' complement, so each word has one reading.
 """
