@@ -48,39 +48,41 @@ def _class(chars: str) -> str:
     return f"[{out}]"
 
 
-def _children(nodes: dict[str, int], prefix: str) -> list[str]:
-    return sorted({w[len(prefix)] for w in nodes if len(w) == len(prefix) + 1 and w.startswith(prefix)})
+class Trie(dict[str, int]):
+    """The prefixes of a vocabulary, numbered ("" is 0), with each one's next letters."""
+
+    def __init__(self, vocab: set[str]) -> None:
+        super().__init__({"": 0})
+        self.vocab, self.nexts = vocab, {"": set()}
+        for w in sorted(vocab):
+            for i in range(1, len(w) + 1):
+                self.setdefault(w[:i], len(self))
+                self.nexts.setdefault(w[:i], set())
+                self.nexts[w[: i - 1]].add(w[i - 1])
 
 
-def _trie(vocab: set[str]) -> dict[str, int]:
-    nodes: dict[str, int] = {"": 0}
-    for w in sorted(vocab):
-        for i in range(1, len(w) + 1):
-            nodes.setdefault(w[:i], len(nodes))
-    return nodes
-
-
-def _node(name: str, nodes: dict[str, int], prefix: str, vocab: set[str], avoid: set[str]) -> str:
-    """One trie node of "a word not in `vocab`, not starting with a word of `avoid`": the path
-    of an avoided word is the rule's own (`name-<i>`), the rest of the trie is the shared `o<i>`."""
+def _node(name: str, nodes: Trie, prefix: str, avoid: set[str]) -> str:
+    """One trie node of "a word not in the vocabulary, not starting with a word of `avoid`": the
+    path of an avoided word is the rule's own (`name-<i>`), the rest of the trie the shared `o<i>`."""
     alts = []
-    for c in _children(nodes, prefix):
+    nexts = sorted(nodes.nexts[prefix])
+    for c in nexts:
         nxt = prefix + c
         if nxt in avoid:
             continue
         own = any(a.startswith(nxt) for a in avoid)
         alts.append(f"{_char(c)} {name if own else 'o'}{nodes[nxt]}")
-    free = "".join(c for c in WORD_CHARS if c not in _children(nodes, prefix))
+    free = "".join(c for c in WORD_CHARS if c not in nexts)
     if free:
         alts.append(f"{_class(free)} w*")
     body = " | ".join(alts)
-    return f"( {body} )?" if prefix and prefix not in vocab else body
+    return f"( {body} )?" if prefix and prefix not in nodes.vocab else body
 
 
-def _other(name: str, nodes: dict[str, int], vocab: set[str], avoid: set[str]) -> list[str]:
-    """Rules `<name><i>` (`<name>0` the root) of one word outside `vocab` and `avoid`'s prefixes."""
+def _other(name: str, nodes: Trie, avoid: set[str]) -> list[str]:
+    """Rules `<name><i>` (`<name>0` the root): one word outside the vocabulary and `avoid`'s prefixes."""
     path = {a[:i] for a in avoid for i in range(len(a))}
-    return [f"{name}{nodes[p]} ::= {_node(name, nodes, p, vocab, avoid)}" for p in sorted(path, key=len)]
+    return [f"{name}{nodes[p]} ::= {_node(name, nodes, p, avoid)}" for p in sorted(path, key=len)]
 
 
 def grammar(runs: set[Gram]) -> str:
@@ -91,19 +93,19 @@ def grammar(runs: set[Gram]) -> str:
         for i in range(1, n):
             states.setdefault(g[:i], len(states))
     vocab = {w for g in runs for w in g}
-    nodes = _trie(vocab)
+    nodes = Trie(vocab)
 
     def step(q: Gram, w: str) -> Gram:
         s = (*q, w)
         return next(s[i:] for i in range(len(s) + 1) if s[i:] in states)
 
     rules = ["root ::= s0", "w ::= " + _class(WORD_CHARS), "sep ::= [^a-zA-Z0-9']"]
-    rules += [f"o{i} ::= {_node('o', nodes, p, vocab, set())}" for p, i in nodes.items()]
+    rules += [f"o{i} ::= {_node('o', nodes, p, set())}" for p, i in nodes.items()]
     for q, i in states.items():
         avoid = {g[-1] for g in runs if g[:-1] == q}
         other = f"x{i}-" if avoid else "o"
         if avoid:
-            rules += _other(other, nodes, vocab, avoid)
+            rules += _other(other, nodes, avoid)
         alts = [f"sep s{i}", f"{other}0 a0"]
         free = [w for w in sorted(vocab) if not any(w.startswith(a) for a in avoid)]
         alts += [f"{_literal(w)} a{states[step(q, w)]}" for w in free]
