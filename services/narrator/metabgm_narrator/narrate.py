@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 
 from metabgm_shared import metrics
 from metabgm_shared.contracts import (
@@ -179,7 +180,7 @@ class NarrateStage:
                                 max_tokens=self.settings.narrator_max_tokens, stop=["\n"], sampler=self.sampler(recent),
                                 **retry)  # fmt: skip
 
-    def sampler(self, recent: list[str] = ()) -> dict:
+    def sampler(self, recent: Sequence[str] = ()) -> dict:
         """llama.cpp's own fields against copying: the grammar that bars the recent narratives'
         4-word runs, and the DRY sampler (none of either where the settings turn them off)."""
         s, out = self.settings, {}

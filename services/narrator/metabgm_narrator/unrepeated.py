@@ -15,6 +15,7 @@ Rules:
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 N = 4
 WORD_RE = re.compile(r"[a-z0-9']+")
@@ -31,7 +32,7 @@ def grams(ws: list[str], n: int = N) -> set[Gram]:
     return {tuple(ws[i : i + n]) for i in range(len(ws) - n + 1)}
 
 
-def banned(texts: list[str], n: int = N) -> set[Gram]:
+def banned(texts: Iterable[str], n: int = N) -> set[Gram]:
     return {g for t in texts for g in grams(words(t), n)}
 
 
