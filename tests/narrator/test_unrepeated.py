@@ -179,6 +179,12 @@ def test_the_embedded_server_writes_none_of_the_runs_it_wrote_without_the_gramma
         assert tried >= 2
 
 
+def test_the_newest_narratives_runs_are_barred_first_and_at_most_so_many():
+    oldest, middle, last = [" ".join(f"w{i}x{j}" for j in range(20)) for i in range(3)]  # 17 runs each
+    assert unrepeated.newest([oldest, middle, last], most=40) == banned([middle, last])
+    assert unrepeated.newest(RECENT) == banned(RECENT)  # three narratives as written fit
+
+
 @pytest.mark.parametrize("recent", [[], ["Too short."]])
 def test_no_grammar_without_runs_to_bar(recent, redis_url):
     st = stage("http://127.0.0.1:9/v1", redis_url)

@@ -184,7 +184,7 @@ class NarrateStage:
         """llama.cpp's own fields against copying: the grammar that bars the recent narratives'
         4-word runs, and the DRY sampler (none of either where the settings turn them off)."""
         s, out = self.settings, {}
-        runs = unrepeated.banned(recent) if s.narrator_unrepeated else set()
+        runs = unrepeated.newest(recent) if s.narrator_unrepeated else set()
         if runs:
             out["grammar"] = unrepeated.grammar(runs)
         if s.narrator_dry_multiplier:

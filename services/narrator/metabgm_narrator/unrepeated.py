@@ -3,6 +3,7 @@
 Rules:
 - Words are the guard's: runs of letters, digits and apostrophes, compared lowercased; anything
   else separates them. A banned run is 4 consecutive words of one text (runs do not span texts).
+  The runs barred are the newest texts', at most `MOST_RUNS` (a grammar grows with its runs).
 - The grammar is a word automaton (Aho-Corasick over word tuples): its state is the longest tail
   of the reply's words that begins a banned run, and a word that would complete a banned run is
   not offered there, nor any word beginning with it: decoding goes a token at a time, and a model
@@ -15,9 +16,10 @@ Rules:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 N = 4
+MOST_RUNS = 64  # a grammar's size grows with its runs: 3 recent narratives have 23 at the median, 61 at most
 WORD_RE = re.compile(r"[a-z0-9']+")
 WORD_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789'"
 
@@ -34,6 +36,17 @@ def grams(ws: list[str], n: int = N) -> set[Gram]:
 
 def banned(texts: Iterable[str], n: int = N) -> set[Gram]:
     return {g for t in texts for g in grams(words(t), n)}
+
+
+def newest(texts: Sequence[str], most: int = MOST_RUNS) -> set[Gram]:
+    """The runs of the newest texts (last in `texts`), whole texts, as many as fit in `most`."""
+    out: set[Gram] = set()
+    for t in reversed(texts):
+        runs = grams(words(t))
+        if out and len(out | runs) > most:
+            break
+        out |= runs
+    return out
 
 
 def _char(c: str) -> str:
