@@ -298,8 +298,11 @@ def stall_llm(up: Up, seconds: float, kill: bool = False) -> dict:
             up.signal("llm", signal.SIGCONT)
     back_s = up.back("llm", old, 120) if kill else 0.0
     resumed_at = time.time()
-    # Usually seconds; up to `inflight_lease_s` (120 s) when an earlier fault on this stack left a
-    # scene's LLM slot held: the lease frees it then. It once took over 60 s in CI.
+    # Each stage's breaker stays open `llm_breaker_reset_s` (15 s) after its last failure, and a
+    # player whose change the breaker refused keeps the prior's music until its next change: a try
+    # that misses takes up to 50 s before the next player is sent. Measured (stop 22): 22 s, with
+    # the LLM's room empty again 5 s after each kill of an LLM stage's worker (no slot held over).
+    # It once took over 60 s in CI.
     llm_again = _wait(lambda: _described_by_llm(up, up.play()), 130)
     return {"fault": f"LLM server {'killed' if kill else 'stopped (SIGSTOP)'} {seconds:.0f} s", "stack_up": up.alive(),
             "players": len(waits), "silent": sum(w is None for w in waits),
