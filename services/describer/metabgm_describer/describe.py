@@ -311,32 +311,11 @@ class Describe:
         started = time.perf_counter()
         prompt = self.one_stage if direct else self.two_stage
         p = self.prior(scene) if lock is None else held(self.prior(scene), *lock)
-        attrs = {"tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value, "instruments": list(p.instruments),
-                 "intensity": p.intensity, "mood": list(p.mood)}  # fmt: skip
-        source, own = "prior", None
-        try:
-            if not llm:
-                raise LLMError("the ladder chose the prior rung")
-            reply = self.client.chat(
-                self.messages(prompt, scene, p, None if direct else narrative, previous, prefs),
-                model=self.settings.describer_model,
-                max_tokens=self.settings.describer_max_tokens,
-                schema=schema(p, asks_caption(prompt)),
-                name="music",
-            )
-            answer = reply.json()
-            attrs, clamped = refine(p, answer, [t.text for t in scene.texts])
-            own = (own_caption(answer, attrs, scene), dict(attrs)) if asks_caption(prompt) and not clamped else None
-            source = "mixed" if clamped else "llm"
-        except LLMError:
-            if llm:
-                metrics.llm_fallbacks.labels("describe").inc()
-        if decision is not None and decision.skip:
-            attrs = vary(attrs, p, previous)
-        attrs = continuity(attrs, previous, urgent=decision is not None and decision.urgent)
-        if lock is not None:
-            attrs = {**attrs, "key": lock[0], "tempo_bpm": lock[1]}
-        attrs, genre = apply_preferences(attrs, p.genre, prefs or Preferences(), p.bounds.palette)
+        if llm:
+            attrs, own, source = self.ask(prompt, scene, p, None if direct else narrative, previous, prefs)
+        else:  # the ladder's prior rung
+            attrs, own, source = prior_attrs(p), None, "prior"
+        attrs, genre = ruled(attrs, p, previous, decision, lock, prefs)
         return MusicDescription(
             caption=restated(own, attrs, genre, p.genre) or caption(attrs, genre),
             tempo_bpm=attrs["tempo_bpm"],
@@ -351,9 +330,53 @@ class Describe:
             latency_s=round(time.perf_counter() - started, 4),
         )
 
+    def ask(
+        self,
+        prompt: Prompt,
+        scene: CharacterizedScene,
+        p: Prior,
+        narrative: str | None,
+        previous: MusicDescription | None,
+        prefs: Preferences | None,
+    ) -> tuple[dict, tuple | None, str]:
+        """The LLM's attributes inside the prior's bounds, its own caption (with the attributes it
+        was written for) where the template asks one, and the source; the prior's when it fails."""
+        try:
+            reply = self.client.chat(
+                self.messages(prompt, scene, p, narrative, previous, prefs),
+                model=self.settings.describer_model,
+                max_tokens=self.settings.describer_max_tokens,
+                schema=schema(p, asks_caption(prompt)),
+                name="music",
+            )
+            answer = reply.json()
+            attrs, clamped = refine(p, answer, [t.text for t in scene.texts])
+        except LLMError:
+            metrics.llm_fallbacks.labels("describe").inc()
+            return prior_attrs(p), None, "prior"
+        own = (own_caption(answer, attrs, scene), dict(attrs)) if asks_caption(prompt) and not clamped else None
+        return attrs, own, "mixed" if clamped else "llm"
+
     def direct(self, scene: CharacterizedScene, **kw) -> MusicDescription:
         """The one-stage baseline: no narrative, template "direct/v1"."""
         return self.describe(scene, None, direct=True, **kw)
+
+
+def prior_attrs(p: Prior) -> dict:
+    return {"tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value, "instruments": list(p.instruments),
+            "intensity": p.intensity, "mood": list(p.mood)}  # fmt: skip
+
+
+def ruled(attrs: dict, p: Prior, previous: MusicDescription | None, decision: Decision | None,
+          lock: tuple[str, int] | None, prefs: Preferences | None) -> tuple[dict, str]:  # fmt: skip
+    """The rules after the answer, in order: a skip's variation, continuity with what plays, the
+    refinement's held key and tempo, the player's preferences (which may change the genre)."""
+    if decision is not None and decision.skip:
+        attrs = vary(attrs, p, previous)
+    attrs = continuity(attrs, previous, urgent=decision is not None and decision.urgent)
+    if lock is not None:
+        attrs = {**attrs, "key": lock[0], "tempo_bpm": lock[1]}
+    return apply_preferences(attrs, p.genre, prefs or Preferences(), p.bounds.palette)
 
 
 def held(p: Prior, key: str, tempo: int) -> Prior:
