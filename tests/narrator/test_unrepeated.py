@@ -4,7 +4,6 @@ parses it and its replies under it copy none of the runs the model wrote without
 
 import random
 import re
-from functools import cache
 
 import pytest
 from llm_fixtures import Relay, scenes
@@ -64,7 +63,10 @@ def classes(chars: str) -> set[str]:
 
 
 def accepts(rules: dict[str, list], text: str) -> bool:
-    sets = {}
+    """Whether the grammar's root matches the whole text: the sets of end positions of each
+    alternative list from each position, memoized (every rule consumes a character before it
+    recurses, so there is no left recursion)."""
+    sets, memo = {}, {}
 
     def char_ok(item, c: str) -> bool:
         if item[0] == "ref":
@@ -73,16 +75,17 @@ def accepts(rules: dict[str, list], text: str) -> bool:
             sets[item[1]] = classes(item[1])
         return (c in sets[item[1]]) != item[2]
 
-    @cache
-    def ends(alts_key: int, pos: int) -> frozenset[int]:
-        return frozenset(e for seq in ALTS[alts_key] for e in seq_ends(tuple(seq), 0, pos))
+    def ends(alts: list, pos: int) -> frozenset[int]:
+        if (id(alts), pos) not in memo:
+            memo[id(alts), pos] = frozenset(e for seq in alts for e in seq_ends(seq, 0, pos))
+        return memo[id(alts), pos]
 
-    def seq_ends(seq: tuple, k: int, pos: int) -> set[int]:
+    def seq_ends(seq: list, k: int, pos: int) -> set[int]:
         if k == len(seq):
             return {pos}
         item, out = seq[k], set()
         if item[0] == "opt":
-            starts = {pos} | ends(key(item[1]), pos)
+            starts = {pos} | ends(item[1], pos)
         elif item[0] == "ref" and item[1] in ("w", "sep") or item[0] == "cls":
             starts = {pos + 1} if pos < len(text) and char_ok(item, text[pos]) else set()
             if item[0] == "ref" and item[2]:  # w*: any run of word characters
@@ -91,18 +94,12 @@ def accepts(rules: dict[str, list], text: str) -> bool:
                     p += 1
                     starts.add(p)
         else:
-            starts = ends(key(rules[item[1]]), pos)
+            starts = ends(rules[item[1]], pos)
         for s in starts:
             out |= seq_ends(seq, k + 1, s)
         return out
 
-    ALTS: dict[int, list] = {}
-
-    def key(alts: list) -> int:
-        ALTS[id(alts)] = alts
-        return id(alts)
-
-    return len(text) in ends(key(rules["root"]), 0)
+    return len(text) in ends(rules["root"], 0)
 
 
 def copies(text: str, runs: set) -> bool:
