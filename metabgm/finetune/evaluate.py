@@ -100,13 +100,11 @@ def recording(settings, stage: str, lora: list[dict]):
 
 def template_caption(scene) -> str:
     """The prior's own caption: what the pipeline plays without any LLM."""
-    from metabgm_describer.describe import caption
+    from metabgm_describer.describe import caption, prior_attrs
     from metabgm_shared.prior import prior
 
     p = prior(scene)
-    attrs = {"tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value, "instruments": list(p.instruments),
-             "intensity": p.intensity, "mood": list(p.mood)}  # fmt: skip
-    return caption(attrs, p.genre)
+    return caption(prior_attrs(p), p.genre)
 
 
 def _p(xs: list[float], q: float) -> float:

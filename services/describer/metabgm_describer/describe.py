@@ -363,6 +363,7 @@ class Describe:
 
 
 def prior_attrs(p: Prior) -> dict:
+    """What the prior alone would play: the ladder's prior rung, and the LLM's fallback."""
     return {"tempo_bpm": p.tempo_bpm, "key": p.key, "mode": p.mode.value, "instruments": list(p.instruments),
             "intensity": p.intensity, "mood": list(p.mood)}  # fmt: skip
 
