@@ -4,7 +4,8 @@ reference narrative -> description through the stage's own code on the embedded 
     flock /tmp/metabgm-bench.lock .venv/bin/python bench/describer_captions.py [--workers 4]
 
 Writes bench/results/describer_captions.{json,md}: BLEU-1..4, METEOR and ROUGE-L of the captions
-the pipeline plays against the references, next to the template caption's; the share of the
+the pipeline plays against the references, next to the two LLM-free baselines' (the prior's
+template caption, and the rules' with continuity and preferences); the share of the
 LLM's own captions (not the attributes' template form); the share inside the prior's bounds.
 """
 
@@ -29,7 +30,7 @@ from metabgm_shared.prior import prior, within  # noqa: E402
 def describe(url: str, r: ev.Ref) -> dict:
     _, d = ev.stages(url, ev.lora_systems()["adapter"])
     c = r.case
-    out = d.describe(c.scene, r.narrative, prefs=c.prefs, previous=c.previous)
+    out = d.describe(c.scene, r.narrative, prefs=c.prefs, previous=c.previous, decision=c.decision())
     free = c.prefs is None and c.previous is None
     inside = within(prior(c.scene), tempo_bpm=out.tempo_bpm, key=out.key, mode=out.mode.value,
                     instruments=list(out.instruments), intensity=out.intensity) if free else None  # fmt: skip
@@ -47,7 +48,7 @@ def main() -> None:
         items = list(pool.map(lambda r: describe(url, r), rs))
     refs = [r.caption for r in rs]
     rows = {"adapter": metrics.score([i["caption"] for i in items], refs, wn),
-            "prior template": metrics.score([ev.template_caption(r.case.scene) for r in rs], refs, wn)}  # fmt: skip
+            **{name: metrics.score(caps, refs, wn) for name, caps in ev.baselines(rs).items()}}  # fmt: skip
     checked = [i["inside"] for i in items if i["inside"] is not None]
     shares = {"own_caption_pct": ev.pct([i["own"] for i in items]), "llm_pct": ev.pct([i["source"] != "prior"
               for i in items]), "inside_prior_pct": ev.pct(checked), "inside_checked": len(checked)}  # fmt: skip
@@ -57,7 +58,8 @@ def main() -> None:
     table += ["", f"- {shares}"]
     note = (
         f"The describer's adapter on the {len(rs)} test cases of data/finetune (the reference narrative in, the "
-        "case's preferences and previous music), against the prior's template caption; cases 4 at a time."
+        "case's preferences, previous music and urgency), against the prior's template caption and the rules' "
+        "caption (no LLM: continuity and preferences applied); cases 4 at a time."
     )
     write_results("describer_captions", {"n": len(rs), "scores": rows, **shares,
                                          "samples": [i["caption"] for i in items[:10]]}, table, note)  # fmt: skip

@@ -34,7 +34,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from metabgm_ingest.characterize import characterize
-from metabgm_shared.contracts import CharacterizedScene, Dimension, Mode, MusicDescription, Preferences
+from metabgm_shared.contracts import CharacterizedScene, Decision, Dimension, Mode, MusicDescription, Preferences
 from metabgm_shared.prior import level
 
 from . import author, scenes
@@ -60,6 +60,10 @@ class Case(BaseModel):
     previous: MusicDescription | None = None
     prefs: Preferences | None = None
     urgent: bool = False
+
+    def decision(self) -> Decision:
+        """The change decision the stages get for this case (its urgency)."""
+        return Decision(changed=True, score=1.0, urgent=self.urgent, reason="corpus case")
 
 
 class Example(BaseModel):
@@ -93,7 +97,8 @@ class Stages:
 
     def describer(self, case: Case, narrative: str) -> list[dict]:
         d = self.describe
-        return d.messages(d.two_stage, case.scene, d.prior(case.scene), narrative, case.previous, case.prefs)
+        p = d.prior(case.scene, case.previous, case.decision())
+        return d.messages(d.two_stage, case.scene, p, narrative, case.previous, case.prefs)
 
 
 def split_of(text: str) -> str:
@@ -204,9 +209,9 @@ def check_description(case: Case, answer: dict) -> str | None:
     import jsonschema
 
     from metabgm_describer.describe import schema
-    from metabgm_shared.prior import prior, within
+    from metabgm_shared.prior import continued, prior, within
 
-    p = prior(case.scene)
+    p = continued(prior(case.scene), case.previous, case.urgent)  # the bounds the stage asks within
     try:
         jsonschema.validate(answer, schema(p, with_caption=True))  # what constrained decoding allows
     except jsonschema.ValidationError as exc:
@@ -322,7 +327,7 @@ def write(out: Path, cases: list[Case], narr: list[Example], desc: list[Example]
     for name, rows in (("cases", cases), ("narrator", narr), ("describer", desc)):
         path = out / FILES[name]
         path.write_text("".join(r.model_dump_json(exclude_none=True) + "\n" for r in rows))
-        hashes[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        hashes[name] = file_digest(out, name)
     return hashes
 
 
@@ -331,6 +336,11 @@ def load(directory: Path = DEFAULT_DIR) -> tuple[list[Case], list[Example], list
         return [model.model_validate_json(line) for line in (directory / FILES[name]).read_text().splitlines() if line]
 
     return rows("cases", Case), rows("narrator", Example), rows("describer", Example)
+
+
+def file_digest(directory: Path, name: str) -> str:
+    """The sha256 of one corpus file (`name`: a key of `FILES`): a stage's examples."""
+    return hashlib.sha256((directory / FILES[name]).read_bytes()).hexdigest()
 
 
 def digest(directory: Path = DEFAULT_DIR) -> str:

@@ -14,8 +14,11 @@ Rules:
   caption) and direct (scene -> caption in one call, `direct/v1`). Also: the narrator's guard
   pass rate (source "llm"), the share of grounded narratives, repeats of the same narrative twice
   in a row for one player; the describer's schema-valid-and-inside-the-prior rate, the share of
-  captions that are not the attributes' template caption, and the prior's own template caption
-  scored against the same references; p50/p95 latency per stage.
+  captions that are not the attributes' template caption; p50/p95 latency per stage. Two
+  baselines without any LLM are scored against the same references: the prior's own template
+  caption, and the rules' (the stage's prior rung with the case's continuity and preferences).
+- Each case is given to the stages with its urgency (`Case.decision`), as the change detector
+  would judge it, so continuity narrows the describer's bounds exactly as in the corpus's inputs.
 - Greedy decoding. The first `--timed` cases of each part run one at a time (the latency figures
   are theirs), the rest `--workers` at once on as many server slots.
 - `--systems adapter` (after retraining an adapter) runs only that system; the base's rows, and
@@ -99,12 +102,24 @@ def recording(settings, stage: str, lora: list[dict]):
 
 
 def template_caption(scene) -> str:
-    """The prior's own caption: what the pipeline plays without any LLM."""
+    """The prior's own caption: the scene's prior alone, as a template caption."""
     from metabgm_describer.describe import caption, prior_attrs
     from metabgm_shared.prior import prior
 
     p = prior(scene)
     return caption(prior_attrs(p), p.genre)
+
+
+def baselines(rs: list[Ref]) -> dict[str, list[str]]:
+    """The captions without any LLM: the prior's template caption, and the rules' (the stage's
+    prior rung with the case's continuity and preferences: what the pipeline plays without one)."""
+    from metabgm_describer.describe import Describe
+    from metabgm_shared.settings import Describer
+
+    rules = Describe(Describer(redis_url="redis://unused", llm_base_url="http://unused/v1"), None)
+    return {"prior template": [template_caption(r.case.scene) for r in rs],
+            "prior rules": [rules.describe(r.case.scene, None, prefs=r.case.prefs, previous=r.case.previous,
+                                           decision=r.case.decision(), llm=False).caption for r in rs]}  # fmt: skip
 
 
 def _p(xs: list[float], q: float) -> float:
@@ -120,9 +135,10 @@ def one(narrate, describe, r: Ref) -> dict:
     narrate.client.last = None
     nar = narrate.narrate(c.scene, c.recent)
     raw = narrate.client.last
-    d_ref = describe.describe(c.scene, r.narrative, prefs=c.prefs, previous=c.previous)
-    d_two = describe.describe(c.scene, nar.text, prefs=c.prefs, previous=c.previous)
-    d_dir = describe.direct(c.scene, prefs=c.prefs, previous=c.previous)
+    given = {"prefs": c.prefs, "previous": c.previous, "decision": c.decision()}
+    d_ref = describe.describe(c.scene, r.narrative, **given)
+    d_two = describe.describe(c.scene, nar.text, **given)
+    d_dir = describe.direct(c.scene, **given)
     p = prior(c.scene)
     free = c.prefs is None and c.previous is None  # nothing but the LLM moves the attributes
     return {
@@ -177,8 +193,8 @@ def rows(system: str, items: list[dict], rs: list[Ref], wn) -> list[dict]:
 def evaluate(url: str, rs: list[Ref], systems: dict[str, tuple[list[dict], list[dict]]], wn=None,
              workers: int = 1, timed: int = 30, on_item: Callable[[], None] = lambda: None) -> dict:  # fmt: skip
     wn = wn if wn is not None else metrics.wordnet()
-    table = [{"system": "prior template", "task": "describer", "n": len(rs),
-              **metrics.score([template_caption(r.case.scene) for r in rs], [r.caption for r in rs], wn)}]  # fmt: skip
+    table = [{"system": name, "task": "describer", "n": len(rs), **metrics.score(caps, [r.caption for r in rs], wn)}
+             for name, caps in baselines(rs).items()]  # fmt: skip
     samples = []
     for name, lora in systems.items():
         started = time.monotonic()
@@ -288,7 +304,7 @@ def kept(result: dict, old: dict | None, systems: list[str], stages: list[str]) 
         return result
     for part in ("split", "reference"):
         ours = result[part]
-        ours["rows"] += [r for r in old[part]["rows"] if r["system"] not in (*systems, "prior template")]
+        ours["rows"] += [r for r in old[part]["rows"] if r["system"] not in (*systems, *BASELINES)]
         ours["rows"].sort(key=lambda r: ORDER.get(r["system"], len(ORDER)))
         ours["samples"] += [x for x in old[part]["samples"] if x["system"] not in systems]
     if old.get("agreement"):
@@ -300,7 +316,8 @@ def kept(result: dict, old: dict | None, systems: list[str], stages: list[str]) 
     return result
 
 
-ORDER = {"prior template": 0, "base": 1, "adapter": 2}
+BASELINES = ("prior template", "prior rules")
+ORDER = {**{name: i for i, name in enumerate(BASELINES)}, "base": 2, "adapter": 3}
 SCORES = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l")
 CHECKS = ("guard_pass_pct", "grounded_pct", "raw_grounded_pct", "repeats_in_a_row", "inside_prior_pct",
           "own_caption_pct", "llm_pct", "p50_s", "p95_s")  # fmt: skip

@@ -18,8 +18,9 @@ Rules:
   one epoch (at most 15 min of steps), the describer two (at most 45 min): after one epoch its
   loss was still falling and its captions scored below the prior's template
   (`bench/results/describer_captions.md`). Flags given on the command line apply to every stage.
-- Training some stages into a folder that holds others (same base and corpus) keeps their
-  adapters and records in the manifest; its evaluation is cleared (it no longer describes them).
+- Training some stages into a folder that holds others (same base, and for each kept stage the
+  same examples file: its record's `examples_sha256`) keeps their adapters and records in the
+  manifest; its evaluation is cleared (it no longer describes them).
 - `--measure N` trains N steps per stage, writes nothing but the timing, and projects the full
   run's time from the measured seconds per step.
 - torch, transformers and peft are imported inside the functions (the `gpu` extra).
@@ -137,6 +138,7 @@ def train_stage(stage: str, base: str, s: LoraSettings, out: Path, directory: Pa
     report = train(model, tok, pairs(stage, "train", directory), out / stage, s, on_step)
     (out / stage / "README.md").unlink(missing_ok=True)  # PEFT's blank model card: the manifest says it all
     report["load_seconds"] = round(loaded, 1)
+    report["examples_sha256"] = corpus.file_digest(directory, stage)
     report["seconds_per_step"] = round(report["seconds"] / max(1, report["steps"]), 2)
     if base == PACKAGED:
         path = gguf_lora.export(out / stage, packaged_gguf(), out / f"{stage}.gguf")
@@ -175,21 +177,24 @@ def run(base: str, stages: list[str], s: dict[str, LoraSettings], out: Path, dir
     """Train `stages` (each with its settings in `s`) into `out` and write its manifest."""
     reports = {st: train_stage(st, base, s[st], out, directory, threads, on_step(st)) for st in stages}
     m = manifest(base, directory, reports)
-    m["stages"] = {**kept_stages(out / "manifest.json", m), **reports}
+    m["stages"] = {**kept_stages(out / "manifest.json", m, directory), **reports}
     m["hyperparameters"] = {st: rep.get("settings") for st, rep in m["stages"].items()}
     (out / "manifest.json").write_text(json.dumps(m, indent=2) + "\n")
     return m
 
 
-def kept_stages(path: Path, new: dict) -> dict:
-    """The stage records of an existing manifest for the same base and corpus whose adapters are
-    still in the folder (the stages not trained again this time)."""
+def kept_stages(path: Path, new: dict, directory: Path = corpus.DEFAULT_DIR) -> dict:
+    """The stage records of an existing manifest for the same base whose adapters are still in
+    the folder (the stages not trained again this time) and were trained on the stage's examples
+    as they are now."""
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
-    if old.get("base") != new["base"] or old.get("corpus", {}).get("sha256") != new["corpus"]["sha256"]:
+    if old.get("base") != new["base"]:
         return {}
-    return {st: rep for st, rep in old.get("stages", {}).items() if (path.parent / st).is_dir()}
+    stages = old.get("stages", {}).items()
+    return {st: rep for st, rep in stages if (path.parent / st).is_dir()
+            and rep.get("examples_sha256") == corpus.file_digest(directory, st)}  # fmt: skip
 
 
 def measure(base: str, stages: list[str], s: dict[str, LoraSettings], steps: int,

@@ -15,7 +15,8 @@ The rules, in order:
 5. Bounds: tempo +- `tempo_margin` bpm, intensity +- `intensity_margin`, music mode among the
    allowed ones, instruments from the palette. Everything is clamped to the contract's ranges.
 6. Continuity between scenes (`continuity`, applied last, over the bounds): the next cue starts
-   from what is playing. A key is a place on the circle of fifths (`signature`: the key
+   from what is playing. `continued` narrows the bounds to it first, where they overlap, so the
+   LLM is asked only for music the rule keeps. A key is a place on the circle of fifths (`signature`: the key
    signature of its notes, so a key, its relative and its other modes share a place).
    - A non-urgent change moves the key at most one step: the same place (the same key, the
      relative, another mode of the same notes) or a fifth up or down. When the scene wants a
@@ -34,7 +35,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .contracts import KEYS, CharacterizedScene, Dimension, Mode, MusicMode
 
@@ -185,6 +186,22 @@ def continuity(attrs: dict, playing, urgent: bool) -> dict:
     tempo = int(clamp(tempo, max(40, math.ceil(lo)), min(200, math.floor(hi))))
     key = step_towards((playing.key, str(playing.mode)), attrs["key"], attrs["mode"])
     return {**attrs, "tempo_bpm": tempo, "key": key}
+
+
+def continued(p: Prior, playing, urgent: bool) -> Prior:
+    """Rule 6 before the answer: the bounds' tempo and keys that a non-urgent change from
+    `playing` may take (the tempo within `TEMPO_MOVE`, the keys one step away at most, else the
+    nearest), where the bounds have any. The prior's tempo and key move inside them."""
+    if playing is None or urgent:
+        return p
+    b, here = p.bounds, (playing.key, str(playing.mode))
+    lo = max(b.tempo[0], 40, math.ceil(playing.tempo_bpm * (1 - TEMPO_MOVE)))
+    hi = min(b.tempo[1], 200, math.floor(playing.tempo_bpm * (1 + TEMPO_MOVE)))
+    tempo = (lo, hi) if lo <= hi else b.tempo
+    steps = {k: fifths_distance(here, (k, p.mode.value)) for k in b.keys}
+    keys = tuple(k for k in b.keys if steps[k] <= max(1, min(steps.values())))
+    key = p.key if p.key in keys else min(keys, key=steps.__getitem__)
+    return replace(p, tempo_bpm=int(clamp(p.tempo_bpm, *tempo)), key=key, bounds=replace(b, tempo=tempo, keys=keys))
 
 
 def clamp(value: float, lo: float, hi: float) -> float:

@@ -54,3 +54,13 @@ def test_a_partial_run_keeps_the_other_systems_rows_and_says_so() -> None:
     assert out["meta"]["kept"] == {"systems": ["base"], "agreement": ["narrator"], "from": "then"}
     other = {**old, "meta": {**meta, "corpus_sha256": "another corpus"}}
     assert ev.kept(new(), other, ["adapter"], ["describer"])["meta"].get("kept") is None
+
+
+def test_the_rules_baseline_is_what_plays_without_an_llm() -> None:
+    rs = ev.refs("test")
+    b = ev.baselines(rs)
+    assert len(b["prior rules"]) == len(b["prior template"]) == len(rs)
+    alone = [r.case.previous is None and r.case.prefs is None for r in rs]
+    assert all(rule == tpl for rule, tpl, a in zip(b["prior rules"], b["prior template"], alone, strict=True) if a)
+    moved = [rule != tpl for rule, tpl in zip(b["prior rules"], b["prior template"], strict=True)]
+    assert sum(moved) > len(rs) // 4 and not any(m and a for m, a in zip(moved, alone, strict=True))

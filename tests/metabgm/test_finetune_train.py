@@ -80,11 +80,25 @@ def test_the_cpu_preset_is_per_stage_and_flags_apply_to_every_stage():
 def test_training_one_stage_keeps_the_others_record(tmp_path):
     import json
 
-    new = {"base": {"name": "b", "sha256": "x"}, "corpus": {"sha256": "c"}}
+    from metabgm.finetune import corpus
+
+    data = tmp_path / "corpus"
+    data.mkdir()
+    for name in corpus.FILES.values():
+        (data / name).write_text(f"{name}\n")
+    sha = {st: corpus.file_digest(data, st) for st in ("narrator", "describer")}
+    new = {"base": {"name": "b", "sha256": "x"}}
     (tmp_path / "narrator").mkdir()
-    old = {**new, "stages": {"narrator": {"steps": 109}, "describer": {"steps": 109}}, "evaluation": {"x": 1}}
-    (tmp_path / "manifest.json").write_text(json.dumps(old))
-    # the describer's folder is gone (being trained again): only the narrator's record is kept
-    assert ft.kept_stages(tmp_path / "manifest.json", new) == {"narrator": {"steps": 109}}
-    other = {**new, "corpus": {"sha256": "changed"}}
-    assert ft.kept_stages(tmp_path / "manifest.json", other) == {}  # another corpus: nothing carries over
+    (tmp_path / "describer").mkdir()
+    stages = {"narrator": {"steps": 109, "examples_sha256": sha["narrator"]},
+              "describer": {"steps": 218, "examples_sha256": sha["describer"]}}  # fmt: skip
+    (tmp_path / "manifest.json").write_text(json.dumps({**new, "stages": stages, "evaluation": {"x": 1}}))
+    assert ft.kept_stages(tmp_path / "manifest.json", new, data) == stages
+    # the describer's examples changed (being trained again): only the narrator's record is kept
+    (data / corpus.FILES["describer"]).write_text("other prompts\n")
+    assert ft.kept_stages(tmp_path / "manifest.json", new, data) == {"narrator": stages["narrator"]}
+    (tmp_path / "narrator").rmdir()  # its adapter is gone: its record goes too
+    assert ft.kept_stages(tmp_path / "manifest.json", new, data) == {}
+    other = {**new, "base": {"name": "b", "sha256": "changed"}}
+    (tmp_path / "narrator").mkdir()
+    assert ft.kept_stages(tmp_path / "manifest.json", other, data) == {}  # another base: nothing carries over

@@ -19,6 +19,8 @@ Precedence, lowest to highest:
    tempo within 8 bpm and intensity within 0.15 of the previous -> continue; else crossfade.
 6. Continuity (the prior's rule 6): a non-urgent change moves the key at most one step on the
    circle of fifths and the tempo at most 12 % from the music playing; an urgent one may jump.
+   The bounds the LLM sees (prompt and schema) are narrowed to it first (`prior.continued`, not
+   for a skip), so it is asked only for a tempo and key the rule keeps; the rule still runs after.
 7. The caption is rebuilt from the final attributes (and the LLM's mood words when they are
    plain words no player wrote), so it never contradicts them. With a compact template
    (`describer/compact1`, for the fine-tuned adapters) the LLM writes its own caption first; it
@@ -54,7 +56,7 @@ from metabgm_shared.contracts import (
 )
 from metabgm_shared.instruments import INSTRUMENTS, NAMES
 from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
-from metabgm_shared.prior import GENRES, Prior, clamp, continuity, fifths_distance, level, prior
+from metabgm_shared.prior import GENRES, Prior, clamp, continued, continuity, fifths_distance, level, prior
 from metabgm_shared.settings import Describer
 from metabgm_shared.stages import LLM_RUNGS
 from metabgm_shared.state import Players
@@ -277,8 +279,11 @@ class Describe:
         self.two_stage = Prompt.load("metabgm_describer", settings.describer_template)
         self.one_stage = Prompt.load("metabgm_describer", settings.direct_template)
 
-    def prior(self, scene: CharacterizedScene) -> Prior:
-        return prior(scene, self.settings.prior_tempo_margin_bpm, self.settings.prior_intensity_margin)
+    def prior(self, scene: CharacterizedScene, previous: MusicDescription | None = None,
+              decision: Decision | None = None) -> Prior:  # fmt: skip
+        """The scene's prior, its bounds narrowed to what continuity with `previous` keeps."""
+        p = prior(scene, self.settings.prior_tempo_margin_bpm, self.settings.prior_intensity_margin)
+        return continued(p, previous, urgent=decision is not None and (decision.urgent or decision.skip))
 
     def messages(self, prompt: Prompt, scene: CharacterizedScene, p: Prior, narrative: str | None,
                  previous: MusicDescription | None, prefs: Preferences | None = None) -> list[dict]:  # fmt: skip
@@ -310,7 +315,7 @@ class Describe:
         hears for this scene, kept whatever the LLM or the rules would move."""
         started = time.perf_counter()
         prompt = self.one_stage if direct else self.two_stage
-        p = self.prior(scene) if lock is None else held(self.prior(scene), *lock)
+        p = self.prior(scene, previous, decision) if lock is None else held(self.prior(scene), *lock)
         if llm:
             attrs, own, source = self.ask(prompt, scene, p, None if direct else narrative, previous, prefs)
         else:  # the ladder's prior rung
