@@ -259,11 +259,12 @@ def cmd(args) -> int:
         console.print(f"{stage}: {rep['steps']} steps in {rep['seconds']} s, loss {rep['losses'][0]} -> "
                       f"{rep['losses'][-1]}, adapter in {args.out / stage}")  # fmt: skip
     console.print(f"manifest: {args.out / 'manifest.json'}")
+    served = list(m["stages"])  # every adapter in the folder, the kept ones too
     if args.base == PACKAGED:
-        loras = " ".join(f"--lora {args.out / f'{st}.gguf'}" for st in args.stages)
+        loras = " ".join(f"--lora {args.out / f'{st}.gguf'}" for st in served)
         console.print(f"embedded: python -m metabgm_shared.llmserver --port 8001 {loras}")
     else:
-        names = " ".join(f"{st}={args.out / st}" for st in args.stages)
-        rank = max(16, *(st.r for st in s.values()))
+        names = " ".join(f"{st}={args.out / st}" for st in served)
+        rank = max(16, *((h or {}).get("r", 16) for h in m["hyperparameters"].values()))
         console.print(f"vLLM: vllm serve {args.base} --enable-lora --max-lora-rank {rank} --lora-modules {names}")
     return 0
