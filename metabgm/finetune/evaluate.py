@@ -113,10 +113,7 @@ def template_caption(scene) -> str:
 def baselines(rs: list[Ref]) -> dict[str, list[str]]:
     """The captions without any LLM: the prior's template caption, and the rules' (the stage's
     prior rung with the case's continuity and preferences: what the pipeline plays without one)."""
-    from metabgm_describer.describe import Describe
-    from metabgm_shared.settings import Describer
-
-    rules = Describe(Describer(redis_url="redis://unused", llm_base_url="http://unused/v1"), None)
+    rules = corpus.Stages.compact().describe
     return {"prior template": [template_caption(r.case.scene) for r in rs],
             "prior rules": [rules.describe(r.case.scene, None, prefs=r.case.prefs, previous=r.case.previous,
                                            decision=r.case.decision(), llm=False).caption for r in rs]}  # fmt: skip

@@ -16,8 +16,9 @@ The rules, in order:
    allowed ones, instruments from the palette. Everything is clamped to the contract's ranges.
 6. Continuity between scenes (`continuity`, applied last, over the bounds): the next cue starts
    from what is playing. `continued` narrows the bounds to it first, where they overlap, so the
-   LLM is asked only for music the rule keeps. A key is a place on the circle of fifths (`signature`: the key
-   signature of its notes, so a key, its relative and its other modes share a place).
+   LLM is asked only for music the rule keeps. A key is a place on the circle of fifths
+   (`signature`: the key signature of its notes, so a key, its relative and its other modes share
+   a place).
    - A non-urgent change moves the key at most one step: the same place (the same key, the
      relative, another mode of the same notes) or a fifth up or down. When the scene wants a
      farther key, the music takes the one step towards it, in the scene's music mode; the next
@@ -177,13 +178,17 @@ def step_towards(playing: tuple[str, str], key: str, mode: str) -> str:
     return key if fifths_distance(playing, (key, mode)) <= 1 else tonic_at(here + move, mode)
 
 
+def tempo_reach(playing) -> tuple[int, int]:
+    """The whole tempos a non-urgent change from `playing` may take: within `TEMPO_MOVE`."""
+    lo, hi = playing.tempo_bpm * (1 - TEMPO_MOVE), playing.tempo_bpm * (1 + TEMPO_MOVE)
+    return max(40, math.ceil(lo)), min(200, math.floor(hi))
+
+
 def continuity(attrs: dict, playing, urgent: bool) -> dict:
     """Rule 6: the next music starts from what is playing (`playing`: a MusicDescription or None)."""
     if playing is None or urgent:
         return attrs
-    lo, hi = playing.tempo_bpm * (1 - TEMPO_MOVE), playing.tempo_bpm * (1 + TEMPO_MOVE)
-    tempo = int(round(clamp(attrs["tempo_bpm"], lo, hi)))
-    tempo = int(clamp(tempo, max(40, math.ceil(lo)), min(200, math.floor(hi))))
+    tempo = int(clamp(round(attrs["tempo_bpm"]), *tempo_reach(playing)))
     key = step_towards((playing.key, str(playing.mode)), attrs["key"], attrs["mode"])
     return {**attrs, "tempo_bpm": tempo, "key": key}
 
@@ -195,8 +200,8 @@ def continued(p: Prior, playing, urgent: bool) -> Prior:
     if playing is None or urgent:
         return p
     b, here = p.bounds, (playing.key, str(playing.mode))
-    lo = max(b.tempo[0], 40, math.ceil(playing.tempo_bpm * (1 - TEMPO_MOVE)))
-    hi = min(b.tempo[1], 200, math.floor(playing.tempo_bpm * (1 + TEMPO_MOVE)))
+    reach = tempo_reach(playing)
+    lo, hi = max(b.tempo[0], reach[0]), min(b.tempo[1], reach[1])
     tempo = (lo, hi) if lo <= hi else b.tempo
     steps = {k: fifths_distance(here, (k, p.mode.value)) for k in b.keys}
     keys = tuple(k for k in b.keys if steps[k] <= max(1, min(steps.values())))
