@@ -23,7 +23,7 @@ import re
 
 from metabgm_shared.contracts import CharacterizedScene, Dimension, Mode, MusicDescription, Preferences
 from metabgm_shared.instruments import NAMES
-from metabgm_shared.prior import GENRES, Prior, fifths_distance, level
+from metabgm_shared.prior import GENRES, Prior, avoided, fifths_distance, level
 
 # -- narrator ------------------------------------------------------------------------------------
 TIME = {
@@ -360,7 +360,7 @@ def _moods(scene: CharacterizedScene, rng: random.Random) -> list[str]:
 
 def _instruments(p: Prior, prefs: Preferences | None, rng: random.Random) -> list[str]:
     palette = list(p.bounds.palette)
-    avoid = {n for a in (prefs.avoid if prefs else []) for n in (GENRES.get(a, ()) or (a,))}
+    avoid = avoided(prefs)
     chosen = [i for i in p.instruments if i not in avoid]
     spare = [i for i in palette if i not in chosen and i not in avoid]
     if spare and rng.random() < 0.5:

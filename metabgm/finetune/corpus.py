@@ -97,7 +97,7 @@ class Stages:
 
     def describer(self, case: Case, narrative: str) -> list[dict]:
         d = self.describe
-        p = d.prior(case.scene, case.previous, case.decision())
+        p = d.prior(case.scene, case.previous, case.decision(), case.prefs)
         return d.messages(d.two_stage, case.scene, p, narrative, case.previous, case.prefs)
 
 
@@ -209,9 +209,9 @@ def check_description(case: Case, answer: dict) -> str | None:
     import jsonschema
 
     from metabgm_describer.describe import schema
-    from metabgm_shared.prior import continued, prior, within
+    from metabgm_shared.prior import continued, preferred, prior, within
 
-    p = continued(prior(case.scene), case.previous, case.urgent)  # the bounds the stage asks within
+    p = preferred(continued(prior(case.scene), case.previous, case.urgent), case.prefs)  # what the stage asks within
     try:
         jsonschema.validate(answer, schema(p, with_caption=True))  # what constrained decoding allows
     except jsonschema.ValidationError as exc:
@@ -235,12 +235,6 @@ def check_description(case: Case, answer: dict) -> str | None:
     copied = (player_words(case) - author.caption_words()) & set(re.findall(r"[a-z]+", cap.lower()))
     if copied:
         return f"caption copies player text {sorted(copied)}"
-    if case.prefs is not None:
-        from metabgm_shared.prior import GENRES
-
-        avoid = {n for a in case.prefs.avoid for n in (GENRES.get(a, ()) or (a,))}
-        if avoid & set(answer["instruments"]) and any(i not in avoid for i in p.bounds.palette):
-            return "plays an avoided instrument"
     return None
 
 

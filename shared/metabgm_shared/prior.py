@@ -30,6 +30,9 @@ The rules, in order:
    The CPU composer keeps the same rule when a cue is asked to start farther away than one step
    (a listener's skip, a preference): it opens with transition sections, one step each
    (`metabgm_synth.compose.plan`).
+7. A player's preferences (`preferred`) narrow the bounds the same way before the LLM is asked:
+   the palette without the instruments they avoid, the intensity up to their cap. The describer
+   applies them again after the answer (and may go under the bounds' floor for a low cap).
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ import math
 import zlib
 from dataclasses import dataclass, field, replace
 
-from .contracts import KEYS, CharacterizedScene, Dimension, Mode, MusicMode
+from .contracts import KEYS, CharacterizedScene, Dimension, Mode, MusicMode, Preferences
+from .instruments import INSTRUMENTS
 
 M = MusicMode
 
@@ -207,6 +211,38 @@ def continued(p: Prior, playing, urgent: bool) -> Prior:
     keys = tuple(k for k in b.keys if steps[k] <= max(1, min(steps.values())))
     key = p.key if p.key in keys else min(keys, key=steps.__getitem__)
     return replace(p, tempo_bpm=int(clamp(p.tempo_bpm, *tempo)), key=key, bounds=replace(b, tempo=tempo, keys=keys))
+
+
+def names(word: str) -> tuple[str, ...]:
+    """The instruments a player's preference word names: the instrument, or a genre's instruments."""
+    word = word.strip().replace(" ", "_")
+    if word in INSTRUMENTS:
+        return (word,)
+    return GENRES.get(word.replace("_", " "), GENRES.get(word, ()))
+
+
+def avoided(prefs: Preferences | None) -> set[str]:
+    return {n for a in (prefs.avoid if prefs else ()) for n in names(a)}
+
+
+def preferred(p: Prior, prefs: Preferences | None) -> Prior:
+    """Rule 7: the bounds narrowed to the player's taste, so the LLM is asked only
+    for what the preferences keep. The palette loses the avoided instruments (unless that empties
+    it), the intensity stops at the cap (not below the bounds' floor), and the favoured instruments
+    of the palette lead the prior's pick (the palette's first when nothing else is left). The
+    preferences still apply after the answer."""
+    if prefs is None:
+        return p
+    b, avoid = p.bounds, avoided(prefs)
+    palette = tuple(i for i in b.palette if i not in avoid) or b.palette
+    top = max(b.intensity[0], min(b.intensity[1], prefs.intensity_cap))
+    picked = [i for i in p.instruments if i in palette]
+    for word in prefs.favour:
+        name = next((n for n in names(word) if n not in avoid), None)
+        if name in palette and name not in picked:
+            picked.insert(0, name)
+    return replace(p, instruments=tuple(picked or palette[:1]), intensity=round(min(p.intensity, top), 2),
+                   bounds=replace(b, palette=palette, intensity=(b.intensity[0], top)))  # fmt: skip
 
 
 def clamp(value: float, lo: float, hi: float) -> float:

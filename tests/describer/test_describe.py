@@ -6,7 +6,15 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 from llm_fixtures import INJECTION, Relay, closed_url, scenes
 
-from metabgm_describer.describe import Describe, DescribeStage, apply_preferences, refine, transition
+from metabgm_describer.describe import (
+    Describe,
+    DescribeStage,
+    apply_preferences,
+    prior_attrs,
+    refine,
+    schema,
+    transition,
+)
 from metabgm_narrator.narrate import NarrateStage, fallback
 from metabgm_shared import metrics
 from metabgm_shared.contracts import Decision, Job, Mode, MusicDescription, Preferences, SceneWindow, Transition
@@ -88,6 +96,41 @@ def test_preferences_apply_last():
     assert out["instruments"][:2] == ["piano", "synth_lead"] and out["intensity"] == 0.4 and genre == "electronic"
     out, _ = apply_preferences(attrs, p.genre, Preferences(avoid=list(p.bounds.palette)), p.bounds.palette)
     assert out["instruments"] and not set(out["instruments"]) & set(p.bounds.palette)
+
+
+TASTES = (  # preferences, and the instruments they avoid
+    (Preferences(avoid=["drums", "orchestral"], favour=["piano", "electronic"], intensity_cap=0.4),
+     {"drums", "strings", "brass", "horn", "timpani", "violin", "cello", "choir"}),
+    (Preferences(avoid=["bells", "synth pad"], favour=["flute"], intensity_cap=0.8), {"bells", "synth_pad"}),
+    (Preferences(favour=["harp", "folk"], intensity_cap=0.05), set()),  # a cap under every floor
+)  # fmt: skip
+
+
+def test_the_llm_is_asked_only_for_what_the_preferences_keep():
+    d = Describe(Describer(redis_url="redis://unused", llm_base_url="http://unused/v1"), None)
+    for scene in scenes(40):
+        p = d.prior(scene)
+        for prefs, avoid in TASTES:
+            n = d.prior(scene, prefs=prefs)
+            kept = [i for i in p.bounds.palette if i not in avoid]
+            assert list(n.bounds.palette) == (kept or list(p.bounds.palette))
+            assert set(n.instruments) <= set(n.bounds.palette) and n.instruments
+            assert {f for f in prefs.favour if f in kept} <= set(n.instruments)  # a favoured instrument is suggested
+            lo, hi = n.bounds.intensity
+            assert lo == p.bounds.intensity[0] and hi == max(lo, min(p.bounds.intensity[1], prefs.intensity_cap))
+            assert lo <= n.intensity <= hi
+            assert (n.bounds.tempo, n.bounds.keys, n.bounds.modes, n.tempo_bpm, n.key) == (
+                p.bounds.tempo, p.bounds.keys, p.bounds.modes, p.tempo_bpm, p.key)  # fmt: skip
+            words = schema(n, with_caption=True)["properties"]
+            assert words["instruments"]["items"]["enum"] == list(n.bounds.palette)
+            assert words["intensity"]["maximum"] == round(hi * 100)
+            # Without the LLM the music is what the preferences made of the prior before (and the
+            # palette's first instrument when every favoured one is off the palette and nothing is left).
+            played = d.describe(scene, None, prefs=prefs, llm=False)
+            attrs, _ = apply_preferences(prior_attrs(p), p.genre, prefs, p.bounds.palette)
+            assert set(attrs["instruments"]) <= set(played.instruments) <= {*attrs["instruments"], n.bounds.palette[0]}
+            assert played.intensity == attrs["intensity"]
+        assert d.prior(scene, prefs=None) == p == d.prior(scene, prefs=Preferences())
 
 
 def test_transition_follows_the_decision():

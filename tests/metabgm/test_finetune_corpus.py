@@ -9,6 +9,7 @@ import pytest
 from metabgm.finetune import corpus, scenes
 from metabgm_ingest.characterize import characterize
 from metabgm_shared.contracts import Dimension, Mode
+from metabgm_shared.prior import prior, within
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,28 @@ def test_checks_catch_a_bad_example(data):
     bad_desc = [desc[0].model_copy(update={"target": json.dumps(answer)}), *desc[1:]]
     with pytest.raises(ValueError, match="schema|bounds"):
         corpus.check(cases, narr, bad_desc)
+    # Inside the scene's own bounds but against the player's taste: an avoided instrument of the
+    # palette, an intensity over the cap. The stage never asks for either, so neither is a target.
+    by_id = {c.id: c for c in cases}
+    for bad in (avoids_a_palette_instrument, exceeds_the_cap):
+        i, change = next((i, x) for i, e in enumerate(desc) if (x := bad(by_id[e.id], json.loads(e.target))))
+        answer = json.loads(desc[i].target) | change
+        attrs = {k: answer[k] for k in ("tempo_bpm", "key", "mode", "instruments")}
+        assert within(prior(by_id[desc[i].id].scene), **attrs, intensity=answer["intensity"] / 100)
+        bad_desc = [*desc[:i], desc[i].model_copy(update={"target": json.dumps(answer)}), *desc[i + 1 :]]
+        with pytest.raises(ValueError, match="schema"):
+            corpus.check(cases, narr, bad_desc)
+
+
+def avoids_a_palette_instrument(case, answer: dict) -> dict | None:
+    avoid = [i for i in prior(case.scene).bounds.palette if case.prefs and i in case.prefs.avoid]
+    return {"instruments": [*answer["instruments"][:3], avoid[0]]} if avoid else None
+
+
+def exceeds_the_cap(case, answer: dict) -> dict | None:
+    top = round(prior(case.scene).bounds.intensity[1] * 100)
+    over = case.prefs and top > round(case.prefs.intensity_cap * 100)
+    return {"intensity": top} if over else None
 
 
 def test_stored_scenes_are_what_characterize_makes_now(data):

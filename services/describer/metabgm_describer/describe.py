@@ -9,8 +9,11 @@ Precedence, lowest to highest:
 2. The LLM's schema-constrained answer refines the prior inside those bounds. The bounds are in
    the schema, so constrained decoding keeps to them; a server that ignores the schema is
    clamped here all the same (source "mixed" when anything had to be clamped or replaced).
-3. The player's preferences, applied last by rules (the LLM never sees them): `avoid` removes
-   instruments (or a genre's instruments), `favour` adds them, `intensity_cap` caps intensity.
+3. The player's preferences, applied last by rules: `avoid` removes instruments (or a genre's
+   instruments), `favour` adds them, `intensity_cap` caps intensity. The compact templates show
+   them to the LLM (`likes`), and the bounds it sees are narrowed to them first (`prior.preferred`:
+   no avoided instrument in the palette, the intensity up to the cap), so it is asked only for
+   music they keep and its caption does not name what will not play.
 4. A listener's skip (`decision.skip`) moves to another key and music mode the bounds allow (one at
    most a step away on the circle of fifths when the bounds have one, per the prior's rule 6) and
    to palette instruments that were not playing, before the preferences.
@@ -54,9 +57,21 @@ from metabgm_shared.contracts import (
     Preferences,
     Transition,
 )
-from metabgm_shared.instruments import INSTRUMENTS, NAMES
+from metabgm_shared.instruments import NAMES
 from metabgm_shared.llm import Client, LLMError, Prompt, clean, data_block
-from metabgm_shared.prior import GENRES, Prior, clamp, continued, continuity, fifths_distance, level, prior
+from metabgm_shared.prior import (
+    GENRES,
+    Prior,
+    avoided,
+    clamp,
+    continued,
+    continuity,
+    fifths_distance,
+    level,
+    names,
+    preferred,
+    prior,
+)
 from metabgm_shared.settings import Describer
 from metabgm_shared.stages import LLM_RUNGS
 from metabgm_shared.state import Players
@@ -181,18 +196,11 @@ def refine(p: Prior, answer: dict, player_texts: list[str]) -> tuple[dict, bool]
     }, clamped  # fmt: skip
 
 
-def _names(word: str) -> tuple[str, ...]:
-    word = word.strip().replace(" ", "_")
-    if word in INSTRUMENTS:
-        return (word,)
-    return GENRES.get(word.replace("_", " "), GENRES.get(word, ()))
-
-
 def apply_preferences(attrs: dict, genre: str, prefs: Preferences, palette: tuple[str, ...]) -> tuple[dict, str]:
-    avoid = {n for a in prefs.avoid for n in _names(a)}
+    avoid = avoided(prefs)
     instruments = [i for i in attrs["instruments"] if i not in avoid]
     for f in prefs.favour:
-        name = next((n for n in _names(f) if n not in avoid), None)
+        name = next((n for n in names(f) if n not in avoid), None)
         if name and name not in instruments:
             instruments.insert(0, name)
         if f.strip() in GENRES and f.strip() not in prefs.avoid:
@@ -280,10 +288,12 @@ class Describe:
         self.one_stage = Prompt.load("metabgm_describer", settings.direct_template)
 
     def prior(self, scene: CharacterizedScene, previous: MusicDescription | None = None,
-              decision: Decision | None = None) -> Prior:  # fmt: skip
-        """The scene's prior, its bounds narrowed to what continuity with `previous` keeps."""
+              decision: Decision | None = None, prefs: Preferences | None = None) -> Prior:  # fmt: skip
+        """The scene's prior, its bounds narrowed to what continuity with `previous` and the
+        player's preferences keep."""
         p = prior(scene, self.settings.prior_tempo_margin_bpm, self.settings.prior_intensity_margin)
-        return continued(p, previous, urgent=decision is not None and (decision.urgent or decision.skip))
+        p = continued(p, previous, urgent=decision is not None and (decision.urgent or decision.skip))
+        return preferred(p, prefs)
 
     def messages(self, prompt: Prompt, scene: CharacterizedScene, p: Prior, narrative: str | None,
                  previous: MusicDescription | None, prefs: Preferences | None = None) -> list[dict]:  # fmt: skip
@@ -315,7 +325,9 @@ class Describe:
         hears for this scene, kept whatever the LLM or the rules would move."""
         started = time.perf_counter()
         prompt = self.one_stage if direct else self.two_stage
-        p = self.prior(scene, previous, decision) if lock is None else held(self.prior(scene), *lock)
+        p = self.prior(scene, previous, decision, prefs)
+        if lock is not None:
+            p = held(self.prior(scene, prefs=prefs), *lock)
         if llm:
             attrs, own, source = self.ask(prompt, scene, p, None if direct else narrative, previous, prefs)
         else:  # the ladder's prior rung
