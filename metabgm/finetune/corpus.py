@@ -14,9 +14,10 @@ Rules:
 - Split by scene: a scene's prompt text (`scene.text`) goes to one split only (train, dev or
   test), by a hash of the text; scenes of the 30-scene reference set are left out entirely.
 - Every example is checked: the narrator target passes the stage's own guard (with the grounding
-  check) against its real inputs; the describer target is valid JSON of the schema, inside the
-  prior's bounds, consistent with its caption, and free of player words; no two inputs and no
-  two targets of a stage are the same.
+  check) against its real inputs; the describer target is valid JSON of the schema the stage
+  asks with (the prior's bounds narrowed to continuity and the player's preferences: no avoided
+  instrument, no intensity over the cap), consistent with its caption, and free of player words;
+  no two inputs and no two targets of a stage are the same.
 """
 
 from __future__ import annotations
