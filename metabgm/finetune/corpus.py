@@ -96,10 +96,13 @@ class Stages:
     def narrator(self, case: Case) -> list[dict]:
         return self.narrate.messages(case.scene, case.recent)
 
+    def bounds(self, case: Case):
+        """The prior the describer asks within: narrowed to continuity and the player's taste."""
+        return self.describe.prior(case.scene, case.previous, case.decision(), case.prefs)
+
     def describer(self, case: Case, narrative: str) -> list[dict]:
         d = self.describe
-        p = d.prior(case.scene, case.previous, case.decision(), case.prefs)
-        return d.messages(d.two_stage, case.scene, p, narrative, case.previous, case.prefs)
+        return d.messages(d.two_stage, case.scene, self.bounds(case), narrative, case.previous, case.prefs)
 
 
 def split_of(text: str) -> str:
@@ -205,14 +208,13 @@ def player_words(case: Case) -> set[str]:
     return {w for t in case.scene.texts for w in re.findall(r"[a-z]+", t.text.lower()) if len(w) >= 4} - known
 
 
-def check_description(case: Case, answer: dict) -> str | None:
-    """Why a describer target is wrong, or None."""
+def check_description(case: Case, answer: dict, p) -> str | None:
+    """Why a describer target is wrong, or None; `p`: the prior the stage asks within."""
     import jsonschema
 
     from metabgm_describer.describe import schema
-    from metabgm_shared.prior import continued, preferred, prior, within
+    from metabgm_shared.prior import within
 
-    p = preferred(continued(prior(case.scene), case.previous, case.urgent), case.prefs)  # what the stage asks within
     try:
         jsonschema.validate(answer, schema(p, with_caption=True))  # what constrained decoding allows
     except jsonschema.ValidationError as exc:
@@ -266,7 +268,7 @@ def check(cases: list[Case], narr: list[Example], desc: list[Example]) -> dict:
         c = by_id[ex.id]
         if ex.messages != stages.describer(c, narratives[ex.id]):
             problems.append(f"{ex.id}: describer input is not what the stage sends")
-        why = check_description(c, json.loads(ex.target))
+        why = check_description(c, json.loads(ex.target), stages.bounds(c))
         if why:
             problems.append(f"{ex.id}: {why}")
     for name, exs in (("narrator", narr), ("describer", desc)):

@@ -225,6 +225,12 @@ def avoided(prefs: Preferences | None) -> set[str]:
     return {n for a in (prefs.avoid if prefs else ()) for n in names(a)}
 
 
+def favoured(prefs: Preferences, avoid: set[str]) -> list[str]:
+    """The instrument each `favour` word brings (its first one not avoided), in the player's order."""
+    found = (next((n for n in names(word) if n not in avoid), None) for word in prefs.favour)
+    return [n for n in found if n]
+
+
 def preferred(p: Prior, prefs: Preferences | None) -> Prior:
     """Rule 7: the bounds narrowed to the player's taste, so the LLM is asked only
     for what the preferences keep. The palette loses the avoided instruments (unless that empties
@@ -237,8 +243,7 @@ def preferred(p: Prior, prefs: Preferences | None) -> Prior:
     palette = tuple(i for i in b.palette if i not in avoid) or b.palette
     top = max(b.intensity[0], min(b.intensity[1], prefs.intensity_cap))
     picked = [i for i in p.instruments if i in palette]
-    for word in prefs.favour:
-        name = next((n for n in names(word) if n not in avoid), None)
+    for name in favoured(prefs, avoid):
         if name in palette and name not in picked:
             picked.insert(0, name)
     return replace(p, instruments=tuple(picked or palette[:1]), intensity=round(min(p.intensity, top), 2),

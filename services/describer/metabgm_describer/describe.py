@@ -66,9 +66,9 @@ from metabgm_shared.prior import (
     clamp,
     continued,
     continuity,
+    favoured,
     fifths_distance,
     level,
-    names,
     preferred,
     prior,
 )
@@ -199,10 +199,10 @@ def refine(p: Prior, answer: dict, player_texts: list[str]) -> tuple[dict, bool]
 def apply_preferences(attrs: dict, genre: str, prefs: Preferences, palette: tuple[str, ...]) -> tuple[dict, str]:
     avoid = avoided(prefs)
     instruments = [i for i in attrs["instruments"] if i not in avoid]
-    for f in prefs.favour:
-        name = next((n for n in names(f) if n not in avoid), None)
-        if name and name not in instruments:
+    for name in favoured(prefs, avoid):
+        if name not in instruments:
             instruments.insert(0, name)
+    for f in prefs.favour:
         if f.strip() in GENRES and f.strip() not in prefs.avoid:
             genre = f.strip()
     if not instruments:
@@ -325,8 +325,9 @@ class Describe:
         hears for this scene, kept whatever the LLM or the rules would move."""
         started = time.perf_counter()
         prompt = self.one_stage if direct else self.two_stage
-        p = self.prior(scene, previous, decision, prefs)
-        if lock is not None:
+        if lock is None:
+            p = self.prior(scene, previous, decision, prefs)
+        else:
             p = held(self.prior(scene, prefs=prefs), *lock)
         if llm:
             attrs, own, source = self.ask(prompt, scene, p, None if direct else narrative, previous, prefs)
