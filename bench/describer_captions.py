@@ -5,7 +5,8 @@ reference narrative -> description through the stage's own code on the embedded 
 
 Writes bench/results/describer_captions.{json,md}: BLEU-1..4, METEOR and ROUGE-L of the captions
 the pipeline plays against the references, next to the two LLM-free baselines' (the prior's
-template caption, and the rules' with continuity and preferences); the share of the
+template caption, and the rules' with continuity and preferences) and the references' own
+author asked again (`evaluate.redraw_row`: the ceiling of imitation); the share of the
 LLM's own captions (not the attributes' template form); the share inside the prior's bounds.
 """
 
@@ -48,7 +49,8 @@ def main() -> None:
         items = list(pool.map(lambda r: describe(url, r), rs))
     refs = [r.caption for r in rs]
     rows = {"adapter": metrics.score([i["caption"] for i in items], refs, wn),
-            **{name: metrics.score(caps, refs, wn) for name, caps in ev.baselines(rs).items()}}  # fmt: skip
+            **{name: metrics.score(caps, refs, wn) for name, caps in ev.baselines(rs).items()},
+            "author redraw": ev.redraw_row(rs, wn)}  # fmt: skip
     checked = [i["inside"] for i in items if i["inside"] is not None]
     shares = {"own_caption_pct": ev.pct([i["own"] for i in items]), "llm_pct": ev.pct([i["source"] != "prior"
               for i in items]), "inside_prior_pct": ev.pct(checked), "inside_checked": len(checked)}  # fmt: skip
@@ -59,7 +61,8 @@ def main() -> None:
     note = (
         f"The describer's adapter on the {len(rs)} test cases of data/finetune (the reference narrative in, the "
         "case's preferences, previous music and urgency), against the prior's template caption and the rules' "
-        "caption (no LLM: continuity and preferences applied); cases 4 at a time."
+        "caption (no LLM: continuity and preferences applied) and the references' own author asked again (the means "
+        f"of {ev.REDRAWS} draws); cases 4 at a time."
     )
     write_results("describer_captions", {"n": len(rs), "scores": rows, **shares,
                                          "samples": [i["caption"] for i in items[:10]]}, table, note)  # fmt: skip

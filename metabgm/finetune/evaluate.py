@@ -17,6 +17,11 @@ Rules:
   captions that are not the attributes' template caption; p50/p95 latency per stage. Two
   baselines without any LLM are scored against the same references: the prior's own template
   caption, and the rules' (the stage's prior rung with the case's continuity and preferences).
+- On the corpus's split (not the reference set, written by another hand) a third row, "author
+  redraw", asks the references' own author again (`author.description`, `REDRAWS` fixed seeds) and
+  scores its captions against the references: what a model that imitates the references
+  perfectly would score, the ceiling of imitation on a single-reference measure. Its scores are
+  the draws' means; its row states ROUGE-L's lowest and highest draw.
 - Each case is given to the stages with its urgency (`Case.decision`), as the change detector
   would judge it, so continuity narrows the describer's bounds exactly as in the corpus's inputs.
 - Greedy decoding. The first `--timed` cases of each part run one at a time (the latency figures
@@ -119,6 +124,30 @@ def baselines(rs: list[Ref]) -> dict[str, list[str]]:
                                            decision=r.case.decision(), llm=False).caption for r in rs]}  # fmt: skip
 
 
+REDRAWS = 5
+
+
+def redrawn(rs: list[Ref], seed: int) -> list[str]:
+    """Each case's caption written again by the corpus's author, with its inputs (the prior, the
+    preferences, the music playing, the urgency) and a fresh random draw `seed`."""
+    import random
+
+    from . import author
+
+    rng, describe = random.Random(seed), corpus.Stages.compact().describe
+    return [author.description(r.case.scene, describe.prior(r.case.scene), r.case.prefs, r.case.previous,
+                               r.case.urgent, rng)["caption"] for r in rs]  # fmt: skip
+
+
+def redraw_row(rs: list[Ref], wn, draws: int = REDRAWS) -> dict:
+    """The "author redraw" row: each score's mean over `draws` redraws, and ROUGE-L's range."""
+    scores = [metrics.score(redrawn(rs, seed), [r.caption for r in rs], wn) for seed in range(draws)]
+    mean = {k: round(statistics.fmean(s[k] for s in scores), 2) for k in scores[0]}
+    rouge = [s["rouge_l"] for s in scores]
+    return {"system": "author redraw", "task": "describer", "n": len(rs), **mean, "draws": draws,
+            "rouge_l_min": min(rouge), "rouge_l_max": max(rouge)}  # fmt: skip
+
+
 def _p(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, round(q * (len(xs) - 1)))], 3) if xs else 0.0
@@ -188,10 +217,13 @@ def rows(system: str, items: list[dict], rs: list[Ref], wn) -> list[dict]:
 
 
 def evaluate(url: str, rs: list[Ref], systems: dict[str, tuple[list[dict], list[dict]]], wn=None,
-             workers: int = 1, timed: int = 30, on_item: Callable[[], None] = lambda: None) -> dict:  # fmt: skip
+             workers: int = 1, timed: int = 30, on_item: Callable[[], None] = lambda: None,
+             redraw: bool = False) -> dict:  # fmt: skip
+    """`redraw`: the cases are the corpus's, so its author can be asked again (`redraw_row`)."""
     wn = wn if wn is not None else metrics.wordnet()
     table = [{"system": name, "task": "describer", "n": len(rs), **metrics.score(caps, [r.caption for r in rs], wn)}
              for name, caps in baselines(rs).items()]  # fmt: skip
+    table += [redraw_row(rs, wn)] if redraw else []
     samples = []
     for name, lora in systems.items():
         started = time.monotonic()
@@ -313,8 +345,8 @@ def kept(result: dict, old: dict | None, systems: list[str], stages: list[str]) 
     return result
 
 
-BASELINES = ("prior template", "prior rules")
-ORDER = {**{name: i for i, name in enumerate(BASELINES)}, "base": 2, "adapter": 3}
+BASELINES = ("prior template", "prior rules", "author redraw")
+ORDER = {name: i for i, name in enumerate((*BASELINES, "base", "adapter"))}
 SCORES = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l")
 CHECKS = ("guard_pass_pct", "grounded_pct", "raw_grounded_pct", "repeats_in_a_row", "inside_prior_pct",
           "own_caption_pct", "llm_pct", "p50_s", "p95_s")  # fmt: skip
@@ -341,6 +373,10 @@ def markdown(result: dict, command: str) -> str:
             cells = [str(row.get(k, "")) for k in SCORES + CHECKS]
             lines.append(f"| {row['system']} | {row['task']} | " + " | ".join(cells) + " |")
         lines.append("")
+    for row in result["split"]["rows"]:
+        if row["system"] == "author redraw":
+            lines.append(f"- author redraw: the means of {row['draws']} draws; ROUGE-L from {row['rouge_l_min']} "
+                         f"to {row['rouge_l_max']}")  # fmt: skip
     for stage, a in (result.get("agreement") or {}).items():
         lines.append(f"- agreement, {stage} ({a['n']} dev examples): llama.cpp minus transformers "
                      f"{a['difference']}; same text {a['same_text_pct']} %")  # fmt: skip
@@ -366,7 +402,7 @@ def cmd(args, argv: list[str]) -> int:
     server = ("--parallel", str(max(1, args.workers)), "--threads", str(args.threads), *lora_flags(args.adapters))
     systems = {k: v for k, v in lora_systems().items() if k in args.systems}
     with EmbeddedLLM(args.data_dir / "logs" / "eval-finetune-llm.log", *server) as url:
-        result = {part: evaluate(url, rs, systems, workers=args.workers, timed=args.timed)
+        result = {part: evaluate(url, rs, systems, workers=args.workers, timed=args.timed, redraw=part == "split")
                   for part, rs in (("split", split), ("reference", reference))}  # fmt: skip
     result["meta"] = {"adapters": str(args.adapters), "split": args.split, "n": len(split),
                       "reference_n": len(reference), "workers": args.workers, "server_threads": args.threads,

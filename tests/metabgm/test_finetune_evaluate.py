@@ -64,3 +64,18 @@ def test_the_rules_baseline_is_what_plays_without_an_llm() -> None:
     assert all(rule == tpl for rule, tpl, a in zip(b["prior rules"], b["prior template"], alone, strict=True) if a)
     moved = [rule != tpl for rule, tpl in zip(b["prior rules"], b["prior template"], strict=True)]
     assert sum(moved) > len(rs) // 4 and not any(m and a for m, a in zip(moved, alone, strict=True))
+
+
+def test_the_author_redraw_asks_the_references_own_author_again() -> None:
+    from metabgm.evaluation import metrics
+
+    rs = ev.refs("test")[:24]
+    first, again, other = ev.redrawn(rs, 0), ev.redrawn(rs, 0), ev.redrawn(rs, 1)
+    assert first == again  # a fixed seed: the row is reproducible
+    assert sum(a != b for a, b in zip(first, other, strict=True)) > len(rs) // 2  # each draw is its own
+    assert sum(a != r.caption for a, r in zip(first, rs, strict=True)) > len(rs) // 2  # not the reference copied
+    wn = metrics.wordnet()
+    row = ev.redraw_row(rs, wn, draws=2)
+    scores = [metrics.score(ev.redrawn(rs, s), [r.caption for r in rs], wn) for s in (0, 1)]
+    assert row["bleu1"] == pytest.approx((scores[0]["bleu1"] + scores[1]["bleu1"]) / 2, abs=0.01)
+    assert (row["rouge_l_min"], row["rouge_l_max"]) == tuple(sorted(s["rouge_l"] for s in scores))
