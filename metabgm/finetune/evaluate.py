@@ -124,7 +124,7 @@ def baselines(rs: list[Ref]) -> dict[str, list[str]]:
                                            decision=r.case.decision(), llm=False).caption for r in rs]}  # fmt: skip
 
 
-REDRAWS = 5
+REDRAWS = 20
 
 
 def redrawn(rs: list[Ref], seed: int) -> list[str]:
