@@ -127,21 +127,22 @@ def baselines(rs: list[Ref]) -> dict[str, list[str]]:
 REDRAWS = 20
 
 
-def redrawn(rs: list[Ref], seed: int) -> list[str]:
-    """Each case's caption written again by the corpus's author, with its inputs (the prior, the
-    preferences, the music playing, the urgency) and a fresh random draw `seed`."""
+def redrawn(rs: list[Ref], seed: int) -> list[dict]:
+    """Each case's answer (caption and attributes) written again by the corpus's author, with its
+    inputs (the prior, the preferences, the music playing, the urgency) and a fresh random draw."""
     import random
 
     from . import author
 
     rng, describe = random.Random(seed), corpus.Stages.compact().describe
     return [author.description(r.case.scene, describe.prior(r.case.scene), r.case.prefs, r.case.previous,
-                               r.case.urgent, rng)["caption"] for r in rs]  # fmt: skip
+                               r.case.urgent, rng) for r in rs]  # fmt: skip
 
 
 def redraw_row(rs: list[Ref], wn, draws: int = REDRAWS) -> dict:
     """The "author redraw" row: each score's mean over `draws` redraws, and ROUGE-L's range."""
-    scores = [metrics.score(redrawn(rs, seed), [r.caption for r in rs], wn) for seed in range(draws)]
+    refs = [r.caption for r in rs]
+    scores = [metrics.score([a["caption"] for a in redrawn(rs, seed)], refs, wn) for seed in range(draws)]
     mean = {k: round(statistics.fmean(s[k] for s in scores), 2) for k in scores[0]}
     rouge = [s["rouge_l"] for s in scores]
     return {"system": "author redraw", "task": "describer", "n": len(rs), **mean, "draws": draws,

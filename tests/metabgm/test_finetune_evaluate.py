@@ -68,14 +68,19 @@ def test_the_rules_baseline_is_what_plays_without_an_llm() -> None:
 
 def test_the_author_redraw_asks_the_references_own_author_again() -> None:
     from metabgm.evaluation import metrics
+    from metabgm.finetune import corpus
 
-    rs = ev.refs("test")[:24]
+    rs, stages = ev.refs("test")[:64], corpus.Stages.compact()
     first, again, other = ev.redrawn(rs, 0), ev.redrawn(rs, 0), ev.redrawn(rs, 1)
     assert first == again  # a fixed seed: the row is reproducible
-    assert sum(a != b for a, b in zip(first, other, strict=True)) > len(rs) // 2  # each draw is its own
-    assert sum(a != r.caption for a, r in zip(first, rs, strict=True)) > len(rs) // 2  # not the reference copied
+    # with each case's own inputs: every draw passes the corpus's check of a target (its narrowed bounds)
+    assert [corpus.check_description(r.case, a, stages.bounds(r.case)) for r, a in zip(rs, other, strict=True)] == [
+        None] * len(rs)  # fmt: skip
+    caps = [a["caption"] for a in first]
+    assert sum(a != b["caption"] for a, b in zip(caps, other, strict=True)) > len(rs) // 2  # each draw is its own
+    assert sum(a != r.caption for a, r in zip(caps, rs, strict=True)) > len(rs) // 2  # not the reference copied
     wn = metrics.wordnet()
     row = ev.redraw_row(rs, wn, draws=2)
-    scores = [metrics.score(ev.redrawn(rs, s), [r.caption for r in rs], wn) for s in (0, 1)]
+    scores = [metrics.score([a["caption"] for a in d], [r.caption for r in rs], wn) for d in (first, other)]
     assert row["bleu1"] == pytest.approx((scores[0]["bleu1"] + scores[1]["bleu1"]) / 2, abs=0.01)
     assert (row["rouge_l_min"], row["rouge_l_max"]) == tuple(sorted(s["rouge_l"] for s in scores))
