@@ -36,7 +36,8 @@ def keys_table() -> list[str]:
 
 def faults_table(result: dict) -> list[str]:
     rows = ["### Faults tried", "", f"`{result['command']}` on {result['machine']}, {result['date']}, commit "
-            f"`{result['commit']}` (short settings: lost job 3 s, LLM deadline 3 s per call).", "",
+            f"`{result['commit']}` (short settings: lost job {result['settings']['METABGM_LOST_JOB_S']} s, LLM "
+            f"deadline {result['settings']['METABGM_LLM_DEADLINE_S']} s per call).", "",
             "| fault | tries | back and healthy (s) | music / recovered after (s, worst) | players | silent | lost "
             "| other |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip

@@ -40,12 +40,15 @@ from metabgm.local import free_port
 from metabgm_shared.settings import Secrets
 from metabgm_shared.state import Keys
 
-# Short settings: a lost job comes back in ~3 s, an LLM call gives up after 3 s.
+# Short settings: a lost job comes back in ~3 s, an LLM call gives up after 8 s (20 s by default).
+# The describer's call takes over 3 s on a slower 2-core machine while the stack renders beside it
+# (every one of its calls hit a 3 s deadline there, so the LLM could never refine): 8 s leaves the
+# faults a working LLM to lose and get back.
 FAST = {
     "METABGM_LOST_JOB_S": "3",
     "METABGM_HEARTBEAT_S": "0.5",
-    "METABGM_LLM_DEADLINE_S": "3",
-    "METABGM_LLM_TIMEOUT_S": "3",
+    "METABGM_LLM_DEADLINE_S": "8",
+    "METABGM_LLM_TIMEOUT_S": "8",
     "METABGM_LLM_BREAKER_RESET_S": "2",
     "METABGM_STAGE_STALL_S": "8",
     "METABGM_CONSUMER_STALL_S": "8",

@@ -42,7 +42,7 @@ def test_a_stalled_redis_does_not_stop_up(up):
 def test_a_stopped_llm_leaves_music_within_the_deadlines(up):
     result = faults.stall_llm(up, seconds=6)
     assert result["stack_up"] and result["silent"] == 0, result
-    assert result["music_worst_s"] < 12, result  # LLM deadline 3 s per stage, then the rules
+    assert result["music_worst_s"] < 12, result  # the ladder's fast rung does not wait for the LLM's 8 s
     assert result["llm_again"], result  # the breaker closed once the server came back
 
 
