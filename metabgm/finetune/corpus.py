@@ -105,6 +105,13 @@ class Stages:
         return d.messages(d.two_stage, case.scene, self.bounds(case), narrative, case.previous, case.prefs)
 
 
+def authored(case: Case, stages: Stages, rng: random.Random) -> dict:
+    """The describer's target for `case`, drawn by the corpus's author from the case's inputs (the
+    evaluation's "author redraw" asks it again the same way)."""
+    return author.description(case.scene, stages.describe.prior(case.scene), case.prefs, case.previous,
+                              case.urgent, rng)  # fmt: skip
+
+
 def split_of(text: str) -> str:
     h = int(hashlib.sha256(text.encode()).hexdigest()[:8], 16) / 2**32
     return next(name for name, upto in SPLITS if h < upto)
@@ -190,7 +197,7 @@ def build(generated_players: int = 210, seed: int = SEED) -> tuple[list[Case], l
             seen_in.add(json.dumps(n_msgs))
             text = narrate_case(case, stages, prev_scene.mode if prev_scene else None, rng, seen_n)
             seen_n[text] += 1
-            answer = author.description(scene, stages.describe.prior(scene), case.prefs, previous, case.urgent, rng)
+            answer = authored(case, stages, rng)
             cases.append(case)
             narr.append(Example(id=case.id, split=case.split, template=NARRATOR_TEMPLATE, messages=n_msgs, target=text,
                                 written="hand" if case.id in HANDWRITTEN else "bank"))  # fmt: skip

@@ -132,11 +132,8 @@ def redrawn(rs: list[Ref], seed: int) -> list[dict]:
     inputs (the prior, the preferences, the music playing, the urgency) and a fresh random draw."""
     import random
 
-    from . import author
-
-    rng, describe = random.Random(seed), corpus.Stages.compact().describe
-    return [author.description(r.case.scene, describe.prior(r.case.scene), r.case.prefs, r.case.previous,
-                               r.case.urgent, rng) for r in rs]  # fmt: skip
+    rng, stages = random.Random(seed), corpus.Stages.compact()
+    return [corpus.authored(r.case, stages, rng) for r in rs]
 
 
 def redraw_row(rs: list[Ref], wn, draws: int = REDRAWS) -> dict:
