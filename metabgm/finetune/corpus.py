@@ -30,6 +30,7 @@ import re
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -48,6 +49,7 @@ SPLITS = (("test", 0.2), ("dev", 0.3), ("train", 1.0))  # cumulative share of th
 SEED = 14
 MAX_RECENT = 3
 MAX_SAME = 3  # a narrative may serve at most this many different scenes
+CENTRAL_DRAWS = 16  # a describer training target is the most central of this many of the author's draws
 
 
 class Case(BaseModel):
@@ -73,7 +75,8 @@ class Example(BaseModel):
     template: str
     messages: list[dict]
     target: str
-    written: str = "bank"  # "hand": written one by one (`handwritten`); "bank": composed from phrase banks
+    written: str = "bank"  # "hand": written one by one (`handwritten`); "bank": composed from phrase banks;
+    # "central": a training description, the most central of CENTRAL_DRAWS bank draws (`central`)
 
 
 @dataclass
@@ -110,6 +113,39 @@ def authored(case: Case, stages: Stages, rng: random.Random) -> dict:
     evaluation's "author redraw" asks it again the same way)."""
     return author.description(case.scene, stages.describe.prior(case.scene), case.prefs, case.previous,
                               case.urgent, rng)  # fmt: skip
+
+
+def central(case: Case, stages: Stages, draws: int = CENTRAL_DRAWS) -> dict:
+    """The describer's training target for `case`: of `draws` answers the author writes for it
+    (from the case's own seed), the one whose caption agrees most with the others' (`medoid`).
+    One draw's caption order and words are coin flips no input explains, so greedy decoding of a
+    model trained on them settles on whichever pattern shares the most first tokens; the author's
+    consensus is what it can learn (minimum-Bayes-risk distillation)."""
+    rng = random.Random(f"central:{case.id}")
+    answers = [authored(case, stages, rng) for _ in range(draws)]
+    return answers[medoid([a["caption"] for a in answers])]
+
+
+def medoid(texts: list[str]) -> int:
+    """The index of the text with the highest summed `agreement` with all the others."""
+    words = [re.findall(r"[a-z0-9]+", t.lower()) for t in texts]
+    total = [sum(agreement(a, b) for j, b in enumerate(words) if j != i) for i, a in enumerate(words)]
+    return max(range(len(texts)), key=total.__getitem__)
+
+
+def agreement(a: list[str], b: list[str]) -> float:
+    """How much two word lists agree: ROUGE-L F1 (their longest common subsequence) plus the F1 of
+    their words and word pairs."""
+    row = [0] * (len(b) + 1)
+    for x in a:
+        diag = 0
+        for j, y in enumerate(b, 1):
+            diag, row[j] = row[j], diag + 1 if x == y else max(row[j], row[j - 1])
+    grams_a = Counter(a) + Counter(pairwise(a))
+    grams_b = Counter(b) + Counter(pairwise(b))
+    size = len(a) + len(b)
+    shared = sum((grams_a & grams_b).values())
+    return 2 * row[-1] / size + shared / (size - 1) if a and b else 0.0
 
 
 def split_of(text: str) -> str:
@@ -168,7 +204,8 @@ def music(answer: dict) -> MusicDescription:
 def describer_example(case: Case, stages: Stages, narrative: str, answer: dict) -> Example:
     target = json.dumps(answer, separators=(",", ":"))  # compact: fewer tokens to learn and to decode
     messages = stages.describer(case, narrative)
-    return Example(id=case.id, split=case.split, template=DESCRIBER_TEMPLATE, messages=messages, target=target)
+    return Example(id=case.id, split=case.split, template=DESCRIBER_TEMPLATE, messages=messages, target=target,
+                   written="central" if case.split == "train" else "bank")  # fmt: skip
 
 
 def build(generated_players: int = 210, seed: int = SEED) -> tuple[list[Case], list[Example], list[Example]]:
@@ -197,11 +234,12 @@ def build(generated_players: int = 210, seed: int = SEED) -> tuple[list[Case], l
             seen_in.add(json.dumps(n_msgs))
             text = narrate_case(case, stages, prev_scene.mode if prev_scene else None, rng, seen_n)
             seen_n[text] += 1
-            answer = authored(case, stages, rng)
+            answer = authored(case, stages, rng)  # the walk's music and the held-out references: one draw
+            target = central(case, stages) if case.split == "train" else answer
             cases.append(case)
             narr.append(Example(id=case.id, split=case.split, template=NARRATOR_TEMPLATE, messages=n_msgs, target=text,
                                 written="hand" if case.id in HANDWRITTEN else "bank"))  # fmt: skip
-            desc.append(describer_example(case, stages, text, answer))
+            desc.append(describer_example(case, stages, text, target))
             recent.append(text)
             previous = music(answer)
             prev_scene = scene

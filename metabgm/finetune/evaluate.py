@@ -21,7 +21,10 @@ Rules:
   redraw", asks the references' own author again (`author.description`, `REDRAWS` fixed seeds) and
   scores its captions against the references: what a model that imitates the references
   perfectly would score, the ceiling of imitation on a single-reference measure. Its scores are
-  the draws' means; its row states ROUGE-L's lowest and highest draw.
+  the draws' means; its row states ROUGE-L's lowest and highest draw. A fourth, "author central",
+  scores the training split's kind of target (`corpus.central`: the most central of the author's
+  draws for the case, never the reference): what a model imitating its training targets
+  perfectly would score.
 - Each case is given to the stages with its urgency (`Case.decision`), as the change detector
   would judge it, so continuity narrows the describer's bounds exactly as in the corpus's inputs.
 - Greedy decoding. The first `--timed` cases of each part run one at a time (the latency figures
@@ -146,6 +149,14 @@ def redraw_row(rs: list[Ref], wn, draws: int = REDRAWS) -> dict:
             "rouge_l_min": min(rouge), "rouge_l_max": max(rouge)}  # fmt: skip
 
 
+def central_row(rs: list[Ref], wn) -> dict:
+    """The "author central" row: each case's `corpus.central` answer, as the training split has it."""
+    stages = corpus.Stages.compact()
+    caps = [corpus.central(r.case, stages)["caption"] for r in rs]
+    return {"system": "author central", "task": "describer", "n": len(rs),
+            **metrics.score(caps, [r.caption for r in rs], wn), "draws": corpus.CENTRAL_DRAWS}  # fmt: skip
+
+
 def _p(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return round(xs[min(len(xs) - 1, round(q * (len(xs) - 1)))], 3) if xs else 0.0
@@ -221,7 +232,7 @@ def evaluate(url: str, rs: list[Ref], systems: dict[str, tuple[list[dict], list[
     wn = wn if wn is not None else metrics.wordnet()
     table = [{"system": name, "task": "describer", "n": len(rs), **metrics.score(caps, [r.caption for r in rs], wn)}
              for name, caps in baselines(rs).items()]  # fmt: skip
-    table += [redraw_row(rs, wn)] if redraw else []
+    table += [redraw_row(rs, wn), central_row(rs, wn)] if redraw else []
     samples = []
     for name, lora in systems.items():
         started = time.monotonic()
@@ -343,7 +354,7 @@ def kept(result: dict, old: dict | None, systems: list[str], stages: list[str]) 
     return result
 
 
-BASELINES = ("prior template", "prior rules", "author redraw")
+BASELINES = ("prior template", "prior rules", "author redraw", "author central")
 ORDER = {name: i for i, name in enumerate((*BASELINES, "base", "adapter"))}
 SCORES = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l")
 CHECKS = ("guard_pass_pct", "grounded_pct", "raw_grounded_pct", "repeats_in_a_row", "inside_prior_pct",
@@ -375,6 +386,9 @@ def markdown(result: dict, command: str) -> str:
         if row["system"] == "author redraw":
             lines.append(f"- author redraw: the means of {row['draws']} draws; ROUGE-L from {row['rouge_l_min']} "
                          f"to {row['rouge_l_max']}")  # fmt: skip
+        if row["system"] == "author central":
+            lines.append(f"- author central: per case, the most central of {row['draws']} of the author's draws "
+                         "(the training split's describer targets; never the reference)")  # fmt: skip
     for stage, a in (result.get("agreement") or {}).items():
         lines.append(f"- agreement, {stage} ({a['n']} dev examples): llama.cpp minus transformers "
                      f"{a['difference']}; same text {a['same_text_pct']} %")  # fmt: skip

@@ -110,3 +110,24 @@ def test_evaluation_reads_the_held_out_split_and_counts_its_checks():
     assert nar["guard_pass_pct"] == 75.0 and nar["repeats_in_a_row"] == 3 and nar["p95_s"] == 0.3
     assert evaluate.describer_checks(items)["inside_checked"] == 0
     assert "background music, " in evaluate.template_caption(test[0].case.scene)
+
+
+def test_describer_training_targets_are_the_authors_most_central_draw(data):
+    cases, _, desc = data
+    by_id, stages = {c.id: c for c in cases}, corpus.Stages.compact()
+    assert {(e.split, e.written) for e in desc} == {("train", "central"), ("dev", "bank"), ("test", "bank")}
+    train = [e for e in desc if e.split == "train"][::80]
+    for ex in train:  # rebuilt from the case alone: its own seed, never the held-out references' draws
+        assert json.loads(ex.target) == corpus.central(by_id[ex.id], stages)
+    held_out = {json.loads(e.target)["caption"] for e in desc if e.split != "train"}
+    tests = [e for e in desc if e.split == "test"][::4]
+    assert not held_out & {corpus.central(by_id[e.id], stages)["caption"] for e in tests}
+
+
+def test_the_most_central_text_agrees_most_with_the_others():
+    abcd, acbd, xyz = ["a", "b", "c", "d"], ["a", "c", "b", "d"], ["x", "y", "z"]
+    assert corpus.agreement(abcd, abcd) == 2.0 and corpus.agreement(abcd, xyz) == 0.0
+    assert 0 < corpus.agreement(abcd, acbd) < corpus.agreement(abcd, abcd)
+    texts = ["Slow piano in C major.", "Fast drums, E minor, loud.", "Slow piano and harp in C major.",
+             "Slow harp in C major."]  # fmt: skip
+    assert corpus.medoid(texts) == 2 and corpus.medoid(texts[::-1]) == 1  # not the first, not the odd one out
