@@ -10,7 +10,9 @@ Rules:
 - A case is one scene of one player's walk: the characterized scene, the narratives the player
   heard before it (at most 3, newest last), the music playing (the previous description) and the
   player's preferences. The narrator's target is the narrative; the describer's input takes that
-  narrative, and its target is the JSON answer (caption + attributes).
+  narrative, and its target is the JSON answer (caption + attributes): on the dev and test splits
+  the author's one draw for the case (the references), on the train split the most central of
+  `CENTRAL_DRAWS` draws from the case's own seed (`central`); the walk's history keeps the one draw.
 - Split by scene: a scene's prompt text (`scene.text`) goes to one split only (train, dev or
   test), by a hash of the text; scenes of the 30-scene reference set are left out entirely.
 - Every example is checked: the narrator target passes the stage's own guard (with the grounding
