@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--churn-rate", type=float, default=200.0, help="new players a second")
     parser.add_argument("--player-ttl-s", type=float, default=60.0, help="METABGM_PLAYER_TTL_S for the run (>= 60)")
     parser.add_argument("--every-s", type=float, default=10.0)
+    parser.add_argument("--conditions", default="shared", help="what else ran on the machine, for the report")
     args = parser.parse_args()
     started = time.time()
     env = {**INSTANT, "METABGM_PLAYER_TTL_S": str(args.player_ttl_s), "METABGM_MIN_DWELL_S": "20"}
@@ -161,7 +162,7 @@ def main() -> None:
     result = {
         "command": f"python bench/load.py --players {args.players} --minutes {args.minutes:g} "
         f"--distinct {args.distinct} --churn-rate {args.churn_rate:g} --player-ttl-s {args.player_ttl_s:g}",
-        "machine": f"{platform.node()} {platform.machine()}, {len(os.sched_getaffinity(0))} cores (shared)",
+        "machine": f"{platform.node()} {platform.machine()}, {len(os.sched_getaffinity(0))} cores ({args.conditions})",
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "commit": commit,
         "backends": "instant (labelled): LLM stages bypassed (METABGM_LLM_MAX_INFLIGHT=0), clips mostly cached",
